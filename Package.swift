@@ -1,0 +1,70 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+let package = Package(
+    name: "keel",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "keel", targets: ["keel"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.7.3"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/swift-otel/swift-otel.git", from: "1.6.0", traits: ["OTLPHTTP"]),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        .package(url: "https://github.com/vapor/sqlite-nio.git", from: "1.13.2"),
+    ],
+    targets: [
+        .target(name: "KeelCore", dependencies: [
+            .product(name: "Yams", package: "Yams"),
+        ]),
+        .target(name: "KeelTelemetry", dependencies: [
+            "KeelCore",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "Tracing", package: "swift-distributed-tracing"),
+            .product(name: "OTel", package: "swift-otel"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        .target(name: "KeelStore", dependencies: [
+            "KeelCore",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "PostgresNIO", package: "postgres-nio"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            .product(name: "SQLiteNIO", package: "sqlite-nio"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        .target(name: "KeelServer", dependencies: [
+            "KeelCore", "KeelStore", "KeelTelemetry",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+        ], resources: [.copy("Resources/openapi.json")]),
+        .executableTarget(name: "keel", dependencies: [
+            "KeelCore", "KeelStore", "KeelServer", "KeelTelemetry",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "KeelCoreTests", dependencies: ["KeelCore"]),
+        .testTarget(name: "KeelStoreTests", dependencies: ["KeelStore"]),
+        .testTarget(name: "KeelTelemetryTests", dependencies: [
+            "KeelTelemetry",
+            .product(name: "Hummingbird", package: "hummingbird"),
+        ]),
+        .testTarget(name: "KeelServerTests", dependencies: [
+            "KeelServer",
+            .product(name: "HummingbirdTesting", package: "hummingbird"),
+        ]),
+        .testTarget(name: "KeelCLITests", dependencies: ["KeelCore"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,161 @@
+import Foundation
+
+/// One configuration key: its name in the config file (`port`, or nested `database: {url: ...}` for
+/// `database_url`), its environment variable (`KEEL_` + upper-cased name) and its flag (`--` + dashed name).
+public struct ConfigKey: Sendable {
+    public let name: String
+    public let summary: String
+    public let isSecret: Bool
+    let apply: @Sendable (String, inout KeelConfig) throws(ConfigExpectation) -> Void
+    let display: @Sendable (KeelConfig) -> String
+
+    public var environmentName: String { "KEEL_" + name.uppercased() }
+    public var flagName: String { "--" + name.replacingOccurrences(of: "_", with: "-") }
+}
+
+extension ConfigKey {
+    /// Every key Keel understands, in the order `keel config check` prints them.
+    public static let all: [ConfigKey] = [
+        ConfigKey(name: "host", summary: "address to listen on", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in
+                      guard !text.isEmpty, !text.contains(where: \.isWhitespace) else {
+                          throw ConfigExpectation("a host name or IP address to bind, like 127.0.0.1 or 0.0.0.0")
+                      }
+                      config.host = text
+                  }, display: { $0.host }),
+        ConfigKey(name: "port", summary: "HTTP port (0 picks a free one)", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in config.port = try parseInt(text, in: 0...65535) },
+                  display: { String($0.port) }),
+        ConfigKey(name: "data_dir", summary: "directory for the embedded store and local state", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in
+                      guard !text.isEmpty else { throw ConfigExpectation("a directory path") }
+                      config.dataDir = text
+                  }, display: { $0.dataDir }),
+        ConfigKey(name: "database_url", summary: "store: empty for SQLite in data_dir, sqlite:PATH, or postgres://...", isSecret: true,
+                  apply: { text, config throws(ConfigExpectation) in config.database = try parseDatabase(text, dataDir: config.dataDir) },
+                  display: { config in
+                      switch config.database {
+                      case .sqlite(let path): "sqlite:\(path)"
+                      case .postgres(let url): url.description
+                      }
+                  }),
+        ConfigKey(name: "database_max_connections", summary: "PostgreSQL pool size / SQLite readers", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in config.databaseMaxConnections = try parseInt(text, in: 1...1000) },
+                  display: { String($0.databaseMaxConnections) }),
+        ConfigKey(name: "database_tls", summary: "TLS to PostgreSQL: disable, prefer, require, verify-full", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in config.databaseTLS = try parseEnum(text) },
+                  display: { $0.databaseTLS.rawValue }),
+        ConfigKey(name: "database_tls_ca_file", summary: "PEM file of CAs trusted for verify-full", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in
+                      guard text.isEmpty || FileManager.default.isReadableFile(atPath: text) else {
+                          throw ConfigExpectation("a readable PEM file")
+                      }
+                      config.databaseTLSCAFile = text.isEmpty ? nil : text
+                  }, display: { $0.databaseTLSCAFile ?? "" }),
+        ConfigKey(name: "log_level", summary: "trace, debug, info, notice, warning, error, critical", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in config.logLevel = try parseEnum(text.lowercased()) },
+                  display: { $0.logLevel.rawValue }),
+        ConfigKey(name: "log_format", summary: "json (one object a line) or text", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in config.logFormat = try parseEnum(text.lowercased()) },
+                  display: { $0.logFormat.rawValue }),
+        ConfigKey(name: "access_log", summary: "log every HTTP request", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in config.accessLog = try parseBool(text) },
+                  display: { String($0.accessLog) }),
+        ConfigKey(name: "otlp_endpoint", summary: "OTLP/HTTP base URL for traces, e.g. http://collector:4318", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in
+                      guard !text.isEmpty else { config.otlpEndpoint = nil; return }
+                      guard let url = URLComponents(string: text), ["http", "https"].contains(url.scheme ?? ""),
+                            url.host?.isEmpty == false
+                      else { throw ConfigExpectation("an http:// or https:// URL such as http://127.0.0.1:4318") }
+                      config.otlpEndpoint = text
+                  }, display: { $0.otlpEndpoint ?? "" }),
+        ConfigKey(name: "secret_key", summary: "key that encrypts stored secrets (32+ characters)", isSecret: true,
+                  apply: { text, config throws(ConfigExpectation) in
+                      guard text.isEmpty || text.utf8.count >= 32 else {
+                          throw ConfigExpectation("at least 32 characters (generate one with: openssl rand -base64 32)")
+                      }
+                      config.secretKey = text.isEmpty ? nil : Secret(text)
+                  }, display: { $0.secretKey == nil ? "" : "****" }),
+        ConfigKey(name: "roles", summary: "roles this process runs: \(Role.allCases.map(\.rawValue).joined(separator: ","))", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in config.roles = try parseRoles(text) },
+                  display: { $0.roles.sorted().map(\.rawValue).joined(separator: ",") }),
+        ConfigKey(name: "max_body_bytes", summary: "largest accepted request body (bytes, or with KB/MB/KiB/MiB)", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in config.maxBodyBytes = try parseByteSize(text) },
+                  display: { String($0.maxBodyBytes) }),
+        ConfigKey(name: "shutdown_timeout_seconds", summary: "how long a graceful shutdown may drain before it is forced", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in config.shutdownTimeoutSeconds = try parseInt(text, in: 1...3600) },
+                  display: { String($0.shutdownTimeoutSeconds) }),
+    ]
+
+    public static func named(_ name: String) -> ConfigKey? {
+        all.first { $0.name == name }
+    }
+}
+
+// MARK: - Value parsers
+
+func parseInt(_ text: String, in range: ClosedRange<Int>) throws(ConfigExpectation) -> Int {
+    guard let value = Int(text.trimmingCharacters(in: .whitespaces)), range.contains(value) else {
+        throw ConfigExpectation("an integer between \(range.lowerBound) and \(range.upperBound)")
+    }
+    return value
+}
+
+func parseBool(_ text: String) throws(ConfigExpectation) -> Bool {
+    switch text.lowercased() {
+    case "true", "yes", "on", "1": return true
+    case "false", "no", "off", "0": return false
+    default: throw ConfigExpectation("true or false")
+    }
+}
+
+func parseEnum<E: RawRepresentable & CaseIterable>(_ text: String) throws(ConfigExpectation) -> E where E.RawValue == String {
+    guard let value = E(rawValue: text) else {
+        throw ConfigExpectation("one of \(E.allCases.map(\.rawValue).joined(separator: ", "))")
+    }
+    return value
+}
+
+func parseRoles(_ text: String) throws(ConfigExpectation) -> Set<Role> {
+    let names = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+    let all = Role.allCases.map(\.rawValue).joined(separator: ", ")
+    guard !names.isEmpty else { throw ConfigExpectation("a comma-separated list of roles from: \(all)") }
+    if names == ["all"] { return Set(Role.allCases) }
+    var roles = Set<Role>()
+    for name in names {
+        guard let role = Role(rawValue: name) else {
+            throw ConfigExpectation("a comma-separated list of roles from: \(all) (or \"all\"); \"\(name)\" is not a role")
+        }
+        roles.insert(role)
+    }
+    return roles
+}
+
+func parseByteSize(_ text: String) throws(ConfigExpectation) -> Int {
+    let units: [(String, Int)] = [("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30), ("KB", 1000), ("MB", 1_000_000), ("GB", 1_000_000_000), ("B", 1)]
+    var number = text.trimmingCharacters(in: .whitespaces)
+    var multiplier = 1
+    for (suffix, factor) in units where number.hasSuffix(suffix) {
+        number = String(number.dropLast(suffix.count)).trimmingCharacters(in: .whitespaces)
+        multiplier = factor
+        break
+    }
+    guard let value = Int(number), value > 0, value.multipliedReportingOverflow(by: multiplier).overflow == false,
+          value * multiplier <= 1 << 32
+    else { throw ConfigExpectation("a size between 1 byte and 4GiB, like 1048576 or 1MiB") }
+    return value * multiplier
+}
+
+func parseDatabase(_ text: String, dataDir: String) throws(ConfigExpectation) -> DatabaseLocation {
+    if text.isEmpty { return .sqlite(path: (dataDir as NSString).appendingPathComponent("keel.db")) }
+    if text.hasPrefix("sqlite:") {
+        var path = String(text.dropFirst("sqlite:".count))
+        if path.hasPrefix("//") { path = String(path.dropFirst(2)) }  // sqlite:///abs/path → /abs/path
+        guard !path.isEmpty else { throw ConfigExpectation("sqlite:PATH with a file path") }
+        return .sqlite(path: path)
+    }
+    if text.hasPrefix("postgres://") || text.hasPrefix("postgresql://") {
+        return .postgres(try PostgresURL(parsing: text))
+    }
+    throw ConfigExpectation("empty (embedded SQLite), sqlite:PATH, or postgres://user:password@host:port/database")
+}

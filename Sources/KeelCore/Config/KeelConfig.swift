@@ -1,0 +1,105 @@
+import Foundation
+
+/// The one typed configuration of a Keel process, resolved by ``ConfigLoader`` from (lowest to highest)
+/// defaults, the config file, `KEEL_*` environment variables and command-line flags.
+public struct KeelConfig: Sendable, Equatable {
+    public var host = "127.0.0.1"
+    public var port = 8080
+    public var dataDir = "./.keel"
+    public var database = DatabaseLocation.sqlite(path: "./.keel/keel.db")
+    public var databaseMaxConnections = 10
+    public var databaseTLS = DatabaseTLS.prefer
+    public var databaseTLSCAFile: String?
+    public var logLevel = LogLevel.info
+    public var logFormat = LogFormat.json
+    public var accessLog = true
+    public var otlpEndpoint: String?
+    public var secretKey: Secret?
+    public var roles = Set(Role.allCases)
+    public var maxBodyBytes = 1 << 20
+    public var shutdownTimeoutSeconds = 30
+
+    public init() {}
+}
+
+/// Where the store lives: an embedded SQLite file, or a PostgreSQL server.
+public enum DatabaseLocation: Sendable, Equatable {
+    case sqlite(path: String)
+    case postgres(PostgresURL)
+}
+
+/// TLS to PostgreSQL, with libpq's meanings: `prefer` and `require` encrypt without checking the
+/// certificate; `verify-full` also checks the chain and host name.
+public enum DatabaseTLS: String, Sendable, CaseIterable {
+    case disable
+    case prefer
+    case require
+    case verifyFull = "verify-full"
+}
+
+public enum LogLevel: String, Sendable, CaseIterable {
+    case trace, debug, info, notice, warning, error, critical
+}
+
+public enum LogFormat: String, Sendable, CaseIterable {
+    case json, text
+}
+
+/// A value that must never be printed or logged; its description is masked.
+public struct Secret: Sendable, Equatable, CustomStringConvertible {
+    public let value: String
+    public init(_ value: String) { self.value = value }
+    public var description: String { "****" }
+}
+
+/// A parsed `postgres://user:password@host:port/database?sslmode=...` URL.
+public struct PostgresURL: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+    public var unixSocketPath: String?
+    public var username: String
+    public var password: Secret?
+    public var database: String
+    public var sslmode: DatabaseTLS?
+
+    public init(parsing text: String) throws(ConfigExpectation) {
+        guard let components = URLComponents(string: text),
+              let scheme = components.scheme, ["postgres", "postgresql"].contains(scheme)
+        else {
+            throw ConfigExpectation("a postgres://user:password@host:port/database URL")
+        }
+        let query = components.queryItems ?? []
+        let socketDirectory = query.first { $0.name == "host" }?.value
+        guard let host = components.host.flatMap({ $0.isEmpty ? nil : $0 }) ?? socketDirectory else {
+            throw ConfigExpectation("a postgres:// URL with a host (postgres://user@host:5432/database)")
+        }
+        guard let user = components.user, !user.isEmpty else {
+            throw ConfigExpectation("a postgres:// URL with a user name (postgres://user@host/database)")
+        }
+        self.host = host
+        self.port = components.port ?? 5432
+        guard (1...65535).contains(self.port) else { throw ConfigExpectation("a port between 1 and 65535 in the URL") }
+        self.unixSocketPath = socketDirectory.map { "\($0)/.s.PGSQL.\(components.port ?? 5432)" }
+        self.username = user.removingPercentEncoding ?? user
+        self.password = components.password.map { Secret($0.removingPercentEncoding ?? $0) }
+        let path = components.path.hasPrefix("/") ? String(components.path.dropFirst()) : components.path
+        self.database = path.isEmpty ? self.username : path
+        if let mode = query.first(where: { $0.name == "sslmode" })?.value {
+            guard let tls = DatabaseTLS(rawValue: mode) else {
+                throw ConfigExpectation("sslmode one of \(DatabaseTLS.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            self.sslmode = tls
+        }
+    }
+
+    /// The URL with its password masked.
+    public var description: String {
+        var text = "postgres://\(username)\(password == nil ? "" : ":****")@"
+        text += unixSocketPath == nil ? "\(host):\(port)" : ""
+        text += "/\(database)"
+        var query: [String] = []
+        if unixSocketPath != nil { query.append("host=\(host)") }
+        if let sslmode { query.append("sslmode=\(sslmode.rawValue)") }
+        return query.isEmpty ? text : text + "?" + query.joined(separator: "&")
+    }
+}

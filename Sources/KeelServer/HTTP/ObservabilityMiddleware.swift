@@ -1,0 +1,143 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import KeelStore
+import Logging
+import Metrics
+import NIOCore
+import Synchronization
+
+/// Wraps every request (inside the tracing middleware, so logs carry the trace ID):
+/// - honours a well-formed `X-Request-ID` or makes one, and echoes it;
+/// - turns every error into an RFC 9457 problem (405 for known paths with another method, 503 when
+///   the store is away, 500 without internals for anything unexpected);
+/// - records `http_server_requests_total` and `http_server_request_duration_seconds` by route
+///   template, method and status, and writes one access-log line.
+struct ObservabilityMiddleware: RouterMiddleware {
+    typealias Context = KeelRequestContext
+
+    let routes: RouteTable
+    let accessLog: Bool
+    private let metrics = HTTPMetrics()
+
+    init(routes: RouteTable, accessLog: Bool) {
+        self.routes = routes
+        self.accessLog = accessLog
+    }
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let start = ContinuousClock.now
+        var context = context
+        context.requestID = Self.requestID(from: request.headers[.xRequestID])
+        context.logger[metadataKey: "hb.request.id"] = nil
+        context.logger[metadataKey: "request_id"] = .string(context.requestID)
+        metrics.active.increment()
+        defer { metrics.active.decrement() }
+
+        var response: Response
+        do {
+            response = try await next(request, context)
+        } catch {
+            response = problem(for: error, request: request, context: context)
+                .response(requestID: context.requestID, instance: request.uri.path)
+        }
+        response.headers[.xRequestID] = context.requestID
+
+        // Unmatched paths share one label, so scanners cannot blow up the metric's cardinality.
+        let route = context.endpointPath.flatMap { $0 == Self.unmatchedRoute ? nil : $0 } ?? "unmatched"
+        let status = response.status.code
+        metrics.record(route: route, method: request.method, status: status, duration: ContinuousClock.now - start)
+        if accessLog {
+            let elapsed = ContinuousClock.now - start
+            context.logger.info("request", metadata: [
+                "method": .string(request.method.rawValue),
+                "path": .string(request.uri.path),
+                "route": .string(route),
+                "status": .stringConvertible(status),
+                "duration_ms": .string(String(format: "%.3f", Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000)),
+                "remote": .string(context.remoteAddress?.ipAddress ?? "-"),
+            ])
+        }
+        return response
+    }
+
+    private func problem(for error: any Error, request: Request, context: Context) -> Problem {
+        switch error {
+        case let problem as Problem:
+            return problem
+        case let error as StoreError:
+            if case .unavailable(let reason) = error {
+                context.logger.warning("store unavailable", metadata: ["error": .string(reason)])
+                return .unavailable("The store is not reachable right now; retry shortly.")
+            }
+            context.logger.error("store error", metadata: ["error": .string(error.description)])
+            return .internalError()
+        case let error as HTTPError where error.status == .notFound && context.endpointPath == Self.unmatchedRoute:
+            let allowed = routes.methods(matching: request.uri.path)
+            return allowed.isEmpty
+                ? .notFound("No route matches \(request.uri.path).")
+                : .methodNotAllowed(request.method, allowed: allowed)
+        case let error as any HTTPResponseError where error.status.code < 500:
+            return .from(status: error.status, detail: (error as? HTTPError)?.body)
+        default:
+            context.logger.error("unhandled error", metadata: ["error": .string(String(reflecting: error))])
+            return .internalError()
+        }
+    }
+
+    /// What Hummingbird's router records as the endpoint of a request no route matched.
+    static let unmatchedRoute = "NotFound"
+
+    /// Accepts 1–128 characters of `[A-Za-z0-9._:-]`, so IDs can be logged and echoed safely.
+    static func requestID(from header: String?) -> String {
+        if let header, (1...128).contains(header.utf8.count),
+           header.utf8.allSatisfy({ $0.isASCIIAlphanumeric || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: ":") }) {
+            return header
+        }
+        var generator = SystemRandomNumberGenerator()
+        return String(generator.next() as UInt64, radix: 16).leftPadded(16) + String(generator.next() as UInt64, radix: 16).leftPadded(16)
+    }
+}
+
+extension HTTPField.Name {
+    static let xRequestID = HTTPField.Name("X-Request-ID")!
+}
+
+private extension UInt8 {
+    var isASCIIAlphanumeric: Bool {
+        (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(self) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(self)
+            || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(self)
+    }
+}
+
+private extension String {
+    func leftPadded(_ width: Int) -> String {
+        count >= width ? self : String(repeating: "0", count: width - count) + self
+    }
+}
+
+/// The HTTP server's metrics, with one handle per (route, method, status) kept for reuse.
+private final class HTTPMetrics: Sendable {
+    struct Key: Hashable {
+        let route: String
+        let method: String
+        let status: Int
+    }
+
+    let active = Meter(label: "http_server_active_requests")
+    private let handles = Mutex<[Key: (Counter, Metrics.Timer)]>([:])
+
+    func record(route: String, method: HTTPRequest.Method, status: Int, duration: Duration) {
+        let key = Key(route: route, method: method.rawValue, status: status)
+        let (counter, timer) = handles.withLock { handles in
+            if let existing = handles[key] { return existing }
+            let dimensions = [("route", route), ("method", key.method), ("status", String(status))]
+            let created = (Counter(label: "http_server_requests_total", dimensions: dimensions),
+                           Metrics.Timer(label: "http_server_request_duration_seconds", dimensions: dimensions))
+            handles[key] = created
+            return created
+        }
+        counter.increment()
+        timer.record(duration: duration)
+    }
+}

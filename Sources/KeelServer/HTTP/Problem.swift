@@ -1,0 +1,153 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import KeelCore
+import NIOCore
+
+/// An RFC 9457 problem: the only shape in which Keel's API reports errors. `type` is a stable URI
+/// per kind of problem (clients branch on it), `detail` a human explanation of this occurrence.
+public struct Problem: Error, HTTPResponseError, Sendable {
+    public static let typeBase = "https://keel.dev/problems/"
+
+    public var status: HTTPResponse.Status
+    public var slug: String
+    public var title: String
+    public var detail: String
+    /// Extension members, such as `errors` for validation problems.
+    public var extensions: [String: JSONValue]
+    public var headers: HTTPFields
+
+    public init(status: HTTPResponse.Status, slug: String, title: String, detail: String,
+                extensions: [String: JSONValue] = [:], headers: HTTPFields = [:]) {
+        self.status = status
+        self.slug = slug
+        self.title = title
+        self.detail = detail
+        self.extensions = extensions
+        self.headers = headers
+    }
+
+    public var type: String { Self.typeBase + slug }
+
+    public func response(from request: Request, context: some RequestContext) throws -> Response {
+        response(requestID: (context as? KeelRequestContext)?.requestID, instance: request.uri.path)
+    }
+
+    func response(requestID: String?, instance: String) -> Response {
+        var body: [String: JSONValue] = extensions
+        body["type"] = .string(type)
+        body["title"] = .string(title)
+        body["status"] = .number(Double(status.code))
+        body["detail"] = .string(detail)
+        body["instance"] = .string(instance)
+        if let requestID { body["request_id"] = .string(requestID) }
+        var headers = self.headers
+        headers[.contentType] = "application/problem+json"
+        let data = (try? JSONEncoder.keel().encode(body)) ?? Data()
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
+
+extension Problem {
+    public static func badRequest(_ detail: String) -> Problem {
+        Problem(status: .badRequest, slug: "bad-request", title: "Bad request", detail: detail)
+    }
+
+    public static func malformedJSON(_ detail: String) -> Problem {
+        Problem(status: .badRequest, slug: "malformed-json", title: "Malformed JSON", detail: detail)
+    }
+
+    public static func validation(_ detail: String, errors: [FieldError]) -> Problem {
+        Problem(status: .unprocessableContent, slug: "validation-failed", title: "Validation failed", detail: detail,
+                extensions: ["errors": .array(errors.map(\.json))])
+    }
+
+    public static func unsupportedMediaType(_ detail: String) -> Problem {
+        Problem(status: .unsupportedMediaType, slug: "unsupported-media-type", title: "Unsupported media type", detail: detail,
+                headers: [.accept: "application/json"])
+    }
+
+    public static func contentTooLarge(limit: Int) -> Problem {
+        Problem(status: .contentTooLarge, slug: "content-too-large", title: "Content too large",
+                detail: "The request body exceeds the limit of \(limit) bytes.")
+    }
+
+    public static func notFound(_ detail: String) -> Problem {
+        Problem(status: .notFound, slug: "not-found", title: "Not found", detail: detail)
+    }
+
+    public static func methodNotAllowed(_ method: HTTPRequest.Method, allowed: [HTTPRequest.Method]) -> Problem {
+        let list = allowed.map(\.rawValue).joined(separator: ", ")
+        var headers = HTTPFields()
+        headers[.allow] = list
+        return Problem(status: .methodNotAllowed, slug: "method-not-allowed", title: "Method not allowed",
+                       detail: "\(method.rawValue) is not supported here; allowed: \(list).", headers: headers)
+    }
+
+    public static func unauthorized(_ detail: String) -> Problem {
+        Problem(status: .unauthorized, slug: "unauthorized", title: "Unauthorized", detail: detail,
+                headers: [.wwwAuthenticate: "Bearer"])
+    }
+
+    public static func unavailable(_ detail: String, retryAfterSeconds: Int = 5) -> Problem {
+        Problem(status: .serviceUnavailable, slug: "service-unavailable", title: "Service unavailable", detail: detail,
+                headers: [.retryAfter: String(retryAfterSeconds)])
+    }
+
+    public static func internalError() -> Problem {
+        Problem(status: .internalServerError, slug: "internal-error", title: "Internal error",
+                detail: "Keel failed to handle this request; the request_id identifies it in the logs.")
+    }
+
+    /// Any other status Hummingbird or NIO reported.
+    static func from(status: HTTPResponse.Status, detail: String?) -> Problem {
+        let slug = status.reasonPhrase.lowercased().replacingOccurrences(of: " ", with: "-")
+        return Problem(status: status, slug: slug, title: status.reasonPhrase, detail: detail ?? status.reasonPhrase)
+    }
+}
+
+/// One invalid field of a request body, in a validation problem's `errors`.
+public struct FieldError: Sendable, Equatable {
+    public var field: String
+    public var message: String
+
+    public init(field: String, message: String) {
+        self.field = field
+        self.message = message
+    }
+
+    var json: JSONValue { .object(["field": .string(field), "message": .string(message)]) }
+}
+
+/// Arbitrary JSON, for problem extensions and free-form documents.
+public enum JSONValue: Codable, Sendable, Equatable {
+    case null
+    case bool(Bool)
+    case number(Double)
+    case string(String)
+    case array([JSONValue])
+    case object([String: JSONValue])
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() { self = .null }
+        else if let value = try? container.decode(Bool.self) { self = .bool(value) }
+        else if let value = try? container.decode(Double.self) { self = .number(value) }
+        else if let value = try? container.decode(String.self) { self = .string(value) }
+        else if let value = try? container.decode([JSONValue].self) { self = .array(value) }
+        else { self = .object(try container.decode([String: JSONValue].self)) }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch self {
+        case .null: try container.encodeNil()
+        case .bool(let value): try container.encode(value)
+        case .number(let value):
+            if value.rounded() == value, abs(value) < 1e15 { try container.encode(Int64(value)) } else { try container.encode(value) }
+        case .string(let value): try container.encode(value)
+        case .array(let value): try container.encode(value)
+        case .object(let value): try container.encode(value)
+        }
+    }
+}

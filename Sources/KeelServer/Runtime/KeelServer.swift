@@ -1,0 +1,83 @@
+import Foundation
+import Hummingbird
+import KeelCore
+import KeelStore
+import KeelTelemetry
+import Logging
+import Metrics
+import NIOCore
+import ServiceLifecycle
+
+/// One Keel process: the HTTP server with the routes of its roles, and the background services
+/// (store, tracing export, migrations, node heartbeat) that run beside it.
+public struct KeelServer: Sendable {
+    public let config: KeelConfig
+    public let store: any Store
+    public let telemetry: Telemetry
+    public let readiness = Readiness()
+    public let nodes: NodeRegistry
+    public let routes: RouteTable
+    private let registrar: RouteRegistrar
+    private let authorizer: any RequestAuthorizer
+    private let logger: Logger
+
+    public init(config: KeelConfig, store: any Store, telemetry: Telemetry,
+                authorizer: any RequestAuthorizer = DenyAllAuthorizer(), clock: any KeelClock = SystemClock()) {
+        self.config = config
+        self.store = store
+        self.telemetry = telemetry
+        self.authorizer = authorizer
+        self.logger = Logger(label: "keel")
+        self.nodes = NodeRegistry(store: store, readiness: readiness, roles: config.roles,
+                                  address: "\(config.host):\(config.port)", clock: clock, logger: Logger(label: "keel.nodes"))
+
+        var registrar = RouteRegistrar()
+        SystemRoutes(store: store, readiness: readiness, telemetry: telemetry, node: nodes.node, clock: clock,
+                     storeCheckTimeout: .seconds(2)).register(on: &registrar)
+        if config.roles.contains(.api) {
+            APIRoutes(nodes: nodes, limits: RequestLimits(maxBodyBytes: config.maxBodyBytes)).register(on: &registrar)
+        }
+        self.registrar = registrar
+        self.routes = registrar.table
+
+        let store = self.store
+        telemetry.metrics.onScrape {
+            let statistics = store.poolStatistics()
+            Gauge(label: "keel_store_connections_max", dimensions: [("driver", store.dialect.rawValue)]).record(statistics.maximumConnections)
+            Gauge(label: "keel_store_queries_in_flight", dimensions: [("driver", store.dialect.rawValue)]).record(statistics.inFlight)
+        }
+        for role in Role.allCases {
+            Gauge(label: "keel_role_enabled", dimensions: [("role", role.rawValue)]).record(config.roles.contains(role) ? 1 : 0)
+        }
+    }
+
+    /// The HTTP application with every service of this process attached; run it with
+    /// ``run(processStart:)`` or, in tests, with HummingbirdTesting.
+    ///
+    /// - Parameter onListening: called with the bound port once the server accepts connections.
+    public func makeApplication(onListening: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
+        let router = Router(context: KeelRequestContext.self)
+        router.add(middleware: TracingMiddleware(recordingHeaders: [.userAgent]))
+        router.add(middleware: ObservabilityMiddleware(routes: routes, accessLog: config.accessLog))
+        registrar.install(on: router, authorizer: authorizer)
+
+        // Shutdown runs in reverse: the server drains first, the store closes last.
+        var services: [any Service] = [store]
+        if let tracing = telemetry.tracingService { services.append(tracing) }
+        services.append(MigrationService(store: store, readiness: readiness, logger: Logger(label: "keel.migrations")))
+        services.append(nodes)
+
+        let logger = self.logger
+        return Application(
+            router: router,
+            configuration: .init(address: .hostname(config.host, port: config.port), serverName: nil),
+            services: services,
+            onServerRunning: { channel in
+                let port = channel.localAddress?.port ?? 0
+                logger.info("listening", metadata: ["address": "\(channel.localAddress?.description ?? "?")"])
+                await onListening(port)
+            },
+            logger: Logger(label: "keel.http")
+        )
+    }
+}

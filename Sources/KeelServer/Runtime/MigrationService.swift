@@ -1,0 +1,66 @@
+import KeelStore
+import Logging
+import ServiceLifecycle
+
+/// The schema of every Keel module, in the order they are applied.
+public enum KeelMigrations {
+    public static let all: [Migration] = [
+        Migration(
+            module: "core", version: 1, name: "create keel_nodes",
+            sqlite: ["""
+                CREATE TABLE keel_nodes (
+                    id TEXT PRIMARY KEY,
+                    hostname TEXT NOT NULL,
+                    pid INTEGER NOT NULL,
+                    address TEXT NOT NULL,
+                    roles TEXT NOT NULL,
+                    version TEXT NOT NULL,
+                    started_at INTEGER NOT NULL,
+                    heartbeat_at INTEGER NOT NULL
+                )
+                """],
+            postgres: ["""
+                CREATE TABLE keel_nodes (
+                    id TEXT PRIMARY KEY,
+                    hostname TEXT NOT NULL,
+                    pid INTEGER NOT NULL,
+                    address TEXT NOT NULL,
+                    roles TEXT NOT NULL,
+                    version TEXT NOT NULL,
+                    started_at TIMESTAMPTZ NOT NULL,
+                    heartbeat_at TIMESTAMPTZ NOT NULL
+                )
+                """]),
+    ]
+}
+
+/// Applies migrations at start. While the store is unreachable it retries with backoff and the
+/// process stays unready; a schema this binary cannot run against stops the process.
+struct MigrationService: Service {
+    let store: any Store
+    let readiness: Readiness
+    let logger: Logger
+
+    func run() async throws {
+        var delay = Duration.milliseconds(250)
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            do {
+                let applied = try await store.migrate(KeelMigrations.all)
+                readiness.update(.applied)
+                logger.info("store schema is current", metadata: ["applied_now": "\(applied.count)", "store": "\(store.location)"])
+                // A service that returns would stop the whole group; this one stays until shutdown.
+                try? await gracefulShutdown()
+                return
+            } catch .migration(let reason) {
+                readiness.update(.failed(reason))
+                logger.critical("cannot migrate the store", metadata: ["error": "\(reason)"])
+                throw StoreError.migration(reason)
+            } catch {
+                readiness.update(.pending(error.description))
+                logger.warning("store not reachable; retrying migrations", metadata: ["error": "\(error)", "retry_in": "\(delay)"])
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(10))
+            }
+        }
+    }
+}

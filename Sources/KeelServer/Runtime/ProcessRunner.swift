@@ -1,0 +1,49 @@
+import Foundation
+import Hummingbird
+import KeelCore
+import KeelStore
+import KeelTelemetry
+import Logging
+import ServiceLifecycle
+import UnixSignals
+
+extension KeelServer {
+    /// Runs this process until SIGTERM or SIGINT, then drains in-flight requests and stops every
+    /// service within `shutdown_timeout_seconds`. A second signal exits at once.
+    ///
+    /// - Parameter processStart: when the process started, to report how long it took to be ready.
+    public func run(processStart: ContinuousClock.Instant) async throws {
+        let logger = Logger(label: "keel")
+        let readiness = self.readiness
+        let roles = config.roles.sorted().map(\.rawValue).joined(separator: ",")
+        let application = makeApplication { port in
+            Task {
+                await readiness.waitUntilMigrated()
+                let elapsed = ContinuousClock.now - processStart
+                logger.info("ready", metadata: [
+                    "port": "\(port)", "roles": "\(roles)", "store": "\(store.location)",
+                    "startup_ms": "\(Int((elapsed / .milliseconds(1)).rounded()))",
+                ])
+            }
+        }
+        let forceExit = Task {
+            var received = 0
+            for await signal in await UnixSignalsSequence(trapping: .sigterm, .sigint) {
+                received += 1
+                if received == 1 {
+                    logger.notice("shutting down: draining in-flight requests", metadata: ["signal": "\(signal)"])
+                } else {
+                    logger.warning("second signal: exiting without draining", metadata: ["signal": "\(signal)"])
+                    exit(1)
+                }
+            }
+        }
+        defer { forceExit.cancel() }
+
+        var configuration = ServiceGroupConfiguration(
+            services: [.init(service: application)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        configuration.maximumGracefulShutdownDuration = .seconds(config.shutdownTimeoutSeconds)
+        try await ServiceGroup(configuration: configuration).run()
+        logger.info("stopped")
+    }
+}

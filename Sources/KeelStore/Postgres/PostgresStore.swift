@@ -1,0 +1,265 @@
+import Foundation
+import KeelCore
+import Logging
+import NIOCore
+import NIOSSL
+import PostgresNIO
+import ServiceLifecycle
+import Synchronization
+
+/// The store at scale: PostgreSQL through postgres-nio's connection pool. Migrations take a
+/// transaction-scoped advisory lock, so many replicas can start at once against one database.
+public final class PostgresStore: Store {
+    public let dialect = SQLDialect.postgres
+    public let location: String
+
+    private let client: PostgresClient
+    private let maximumConnections: Int
+    private let operationTimeout: Duration
+    private let inFlight = Atomic<Int>(0)
+    private let metrics = StoreMetrics(driver: "postgres")
+    private let logger: Logger
+
+    /// Arbitrary but fixed: every Keel process contends for this advisory lock key while migrating.
+    static let migrationLockKey: Int64 = 0x6B65_656C_6D69_67  // "keelmig"
+
+    /// - Parameter operationTimeout: how long a statement may wait (for a connection included) before
+    ///   it fails as ``StoreError/unavailable(_:)``, so callers answer 503 instead of hanging while the
+    ///   database is away.
+    public init(url: PostgresURL, tls: DatabaseTLS, caFile: String? = nil, maximumConnections: Int,
+                operationTimeout: Duration = .seconds(10), logger: Logger) throws(StoreError) {
+        var configuration: PostgresClient.Configuration
+        if let socket = url.unixSocketPath {
+            configuration = .init(unixSocketPath: socket, username: url.username, password: url.password?.value, database: url.database)
+        } else {
+            configuration = .init(host: url.host, port: url.port, username: url.username, password: url.password?.value,
+                                  database: url.database, tls: try Self.tls(url.sslmode ?? tls, caFile: caFile))
+        }
+        configuration.options.maximumConnections = maximumConnections
+        configuration.options.connectTimeout = .seconds(5)
+        configuration.options.keepAliveBehavior = .init(frequency: .seconds(30))
+        self.client = PostgresClient(configuration: configuration, backgroundLogger: logger)
+        self.location = url.description
+        self.maximumConnections = maximumConnections
+        self.operationTimeout = operationTimeout
+        self.logger = logger
+    }
+
+    private static func tls(_ mode: DatabaseTLS, caFile: String?) throws(StoreError) -> PostgresClient.Configuration.TLS {
+        var unverified = TLSConfiguration.makeClientConfiguration()
+        unverified.certificateVerification = .none
+        switch mode {
+        case .disable: return .disable
+        case .prefer: return .prefer(unverified)
+        case .require: return .require(unverified)
+        case .verifyFull:
+            var verified = TLSConfiguration.makeClientConfiguration()
+            if let caFile {
+                do {
+                    verified.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caFile))
+                } catch {
+                    throw .unavailable("cannot read database_tls_ca_file \(caFile): \(error)")
+                }
+            }
+            return .require(verified)
+        }
+    }
+
+    /// Keeps the pool alive; cancelling it (service group shutdown) closes all connections.
+    public func run() async throws {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.client.run() }
+            try? await gracefulShutdown()
+            group.cancelAll()
+        }
+    }
+
+    public func query(_ query: SQLQuery) async throws(StoreError) -> [SQLRow] {
+        try await measured("read") { try await self.rows(of: query, on: nil) }
+    }
+
+    @discardableResult
+    public func execute(_ query: SQLQuery) async throws(StoreError) -> [SQLRow] {
+        try await measured("write") { try await self.rows(of: query, on: nil) }
+    }
+
+    public func transaction<Result: Sendable>(
+        _ body: @Sendable (any StoreTransaction) async throws -> Result
+    ) async throws -> Result {
+        try await measuredAny("transaction") {
+            try await client.withTransaction(logger: logger) { connection in
+                try await body(PostgresTransaction(connection: connection, logger: logger))
+            }
+        }
+    }
+
+    @discardableResult
+    public func migrate(_ migrations: [Migration]) async throws(StoreError) -> [Migration] {
+        try await measured("migrate") {
+            try await self.client.withTransaction(logger: self.logger) { connection in
+                let transaction = PostgresTransaction(connection: connection, logger: self.logger)
+                // Held until commit: a second process waits here, then finds the work done.
+                try await transaction.execute("SELECT pg_advisory_xact_lock(\(Self.migrationLockKey))")
+                try await transaction.execute(SQLQuery(stringLiteral: MigrationPlanner.createTable(.postgres)))
+                let applied = try MigrationPlanner.decode(try await transaction.query(MigrationPlanner.selectApplied))
+                let pending = try MigrationPlanner.pending(migrations, applied: applied)
+                for migration in pending {
+                    for statement in migration.postgres {
+                        try await transaction.execute(SQLQuery(stringLiteral: statement))
+                    }
+                    try await transaction.execute(MigrationPlanner.record(migration, at: Date()))
+                    self.logger.info("applied migration", metadata: ["module": "\(migration.module)", "version": "\(migration.version)", "name": "\(migration.name)"])
+                }
+                return pending
+            }
+        }
+    }
+
+    public func appliedMigrations() async throws(StoreError) -> [AppliedMigration] {
+        let exists = try await query("SELECT to_regclass('keel_schema_migrations') IS NOT NULL AS present")
+        guard try exists.first?.bool("present") == true else { return [] }
+        return try MigrationPlanner.decode(try await query(MigrationPlanner.selectApplied))
+    }
+
+    public func ping() async throws(StoreError) {
+        _ = try await query("SELECT 1 AS ok")
+    }
+
+    public func poolStatistics() -> StorePoolStatistics {
+        StorePoolStatistics(maximumConnections: maximumConnections, inFlight: inFlight.load(ordering: .relaxed))
+    }
+
+    // MARK: - Helpers
+
+    private func rows(of query: SQLQuery, on connection: PostgresConnection?) async throws -> [SQLRow] {
+        let postgresQuery = try Self.postgresQuery(query)
+        let sequence = try await client.query(postgresQuery, logger: logger)
+        return try await Self.collect(sequence)
+    }
+
+    static func postgresQuery(_ query: SQLQuery) throws -> PostgresQuery {
+        var bindings = PostgresBindings(capacity: query.binds.count)
+        for value in query.binds {
+            switch value {
+            case .null: bindings.appendNull()
+            case .int(let value): bindings.append(value)
+            case .double(let value): bindings.append(value)
+            case .text(let value): bindings.append(value)
+            case .bool(let value): bindings.append(value)
+            case .blob(let bytes): bindings.append(ByteBuffer(bytes: bytes))
+            case .timestamp(let date): bindings.append(date)
+            }
+        }
+        return PostgresQuery(unsafeSQL: query.sql(for: .postgres), binds: bindings)
+    }
+
+    static func collect(_ sequence: PostgresRowSequence) async throws -> [SQLRow] {
+        var rows: [SQLRow] = []
+        for try await row in sequence {
+            var columns: [String] = []
+            var values: [SQLValue] = []
+            for cell in row {
+                columns.append(cell.columnName)
+                values.append(try value(of: cell))
+            }
+            rows.append(SQLRow(columns: columns, values: values))
+        }
+        return rows
+    }
+
+    private static func value(of cell: PostgresCell) throws -> SQLValue {
+        guard cell.bytes != nil else { return .null }
+        switch cell.dataType {
+        case .int2, .int4, .int8: return .int(try cell.decode(Int64.self))
+        case .float4, .float8: return .double(try cell.decode(Double.self))
+        case .numeric: return .double(Double(try cell.decode(String.self)) ?? .nan)
+        case .bool: return .bool(try cell.decode(Bool.self))
+        case .bytea: return .blob(Array(buffer: try cell.decode(ByteBuffer.self)))
+        case .timestamptz, .timestamp: return .timestamp(try cell.decode(Date.self))
+        case .uuid: return .text(try cell.decode(UUID.self).uuidString.lowercased())
+        default: return .text(try cell.decode(String.self))
+        }
+    }
+
+    private func measured<T: Sendable>(_ kind: String, _ body: @escaping @Sendable () async throws -> T) async throws(StoreError) -> T {
+        do {
+            return try await measuredAny(kind) {
+                try await Self.withTimeout(self.operationTimeout, body)
+            }
+        } catch {
+            throw Self.storeError(error)
+        }
+    }
+
+    private func measuredAny<T>(_ kind: String, _ body: () async throws -> T) async throws -> T {
+        inFlight.add(1, ordering: .relaxed)
+        let start = ContinuousClock.now
+        defer {
+            inFlight.subtract(1, ordering: .relaxed)
+            metrics.duration(kind).recordNanoseconds((ContinuousClock.now - start).nanoseconds)
+        }
+        do {
+            return try await body()
+        } catch {
+            metrics.errors(kind).increment()
+            throw error
+        }
+    }
+
+    private struct Timeout: Error {}
+
+    private static func withTimeout<T: Sendable>(_ limit: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: T.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                try await Task.sleep(for: limit)
+                throw Timeout()
+            }
+            defer { group.cancelAll() }
+            return try await group.next()!
+        }
+    }
+
+    static func storeError(_ error: any Error) -> StoreError {
+        switch error {
+        case let error as StoreError:
+            return error
+        case is Timeout:
+            return .unavailable("no answer from PostgreSQL in time")
+        case let error as PSQLError:
+            guard let info = error.serverInfo else {
+                return .unavailable("PostgreSQL connection failed (\(error.code))")
+            }
+            let state = info[.sqlState] ?? ""
+            let message = info[.message] ?? "server error"
+            switch state.prefix(2) {
+            case "23": return .constraintViolation(message)
+            case "08", "53", "57": return .unavailable("\(message) (SQLSTATE \(state))")
+            default: return .query("\(message) (SQLSTATE \(state))")
+            }
+        case is CancellationError:
+            return .unavailable("cancelled")
+        default:
+            return .unavailable("\(error)")
+        }
+    }
+}
+
+private struct PostgresTransaction: StoreTransaction {
+    let connection: PostgresConnection
+    let logger: Logger
+
+    func query(_ query: SQLQuery) async throws(StoreError) -> [SQLRow] {
+        do {
+            let sequence = try await connection.query(try PostgresStore.postgresQuery(query), logger: logger)
+            return try await PostgresStore.collect(sequence)
+        } catch {
+            throw PostgresStore.storeError(error)
+        }
+    }
+
+    @discardableResult
+    func execute(_ query: SQLQuery) async throws(StoreError) -> [SQLRow] {
+        try await self.query(query)
+    }
+}

@@ -1,0 +1,72 @@
+/// The SQL flavours Keel speaks.
+public enum SQLDialect: String, Sendable {
+    case sqlite
+    case postgres
+}
+
+/// A parameterized statement. Interpolated values become bind parameters, never SQL text:
+///
+///     let query: SQLQuery = "SELECT * FROM keel_nodes WHERE id = \(id)"
+///
+/// renders as `... id = $1` for PostgreSQL and `... id = ?1` for SQLite, with `id` bound separately.
+public struct SQLQuery: Sendable, ExpressibleByStringInterpolation, CustomStringConvertible {
+    enum Part: Sendable {
+        case sql(String)
+        case bind(Int)
+    }
+
+    var parts: [Part]
+    public private(set) var binds: [SQLValue]
+
+    public init(stringLiteral value: String) {
+        self.parts = [.sql(value)]
+        self.binds = []
+    }
+
+    public init(stringInterpolation: StringInterpolation) {
+        self.parts = stringInterpolation.parts
+        self.binds = stringInterpolation.binds
+    }
+
+    public struct StringInterpolation: StringInterpolationProtocol {
+        var parts: [Part] = []
+        var binds: [SQLValue] = []
+
+        public init(literalCapacity: Int, interpolationCount: Int) {}
+
+        public mutating func appendLiteral(_ literal: String) {
+            parts.append(.sql(literal))
+        }
+
+        public mutating func appendInterpolation(_ value: some SQLBindable) {
+            binds.append(value.sqlValue)
+            parts.append(.bind(binds.count))
+        }
+    }
+
+    /// The statement text with placeholders for `dialect`.
+    public func sql(for dialect: SQLDialect) -> String {
+        var text = ""
+        for part in parts {
+            switch part {
+            case .sql(let literal): text += literal
+            case .bind(let index): text += (dialect == .postgres ? "$" : "?") + String(index)
+            }
+        }
+        return text
+    }
+
+    /// Appends another query, renumbering its parameters; for building filters piece by piece.
+    public mutating func append(_ other: SQLQuery) {
+        let offset = binds.count
+        for part in other.parts {
+            switch part {
+            case .sql(let literal): parts.append(.sql(literal))
+            case .bind(let index): parts.append(.bind(index + offset))
+            }
+        }
+        binds += other.binds
+    }
+
+    public var description: String { sql(for: .postgres) }
+}

@@ -1,0 +1,253 @@
+import Foundation
+import Logging
+import NIOCore
+import SQLiteNIO
+import ServiceLifecycle
+import Synchronization
+
+/// The embedded store: one SQLite file in WAL mode. All writes go through a single writer connection,
+/// queued in arrival order, so concurrent writers wait their turn instead of failing with
+/// "database is locked"; reads run on separate reader connections and never wait for writes. A
+/// `busy_timeout` covers other processes that open the same file.
+public final class SQLiteStore: Store {
+    public let dialect = SQLDialect.sqlite
+    public let location: String
+
+    private let writer: SQLiteConnection
+    private let writeLock = AsyncLock()
+    private let readers: AsyncPool<SQLiteConnection>
+    private let allConnections: [SQLiteConnection]
+    private let inFlight = Atomic<Int>(0)
+    private let metrics: StoreMetrics
+    private let logger: Logger
+
+    private init(path: String, writer: SQLiteConnection, readers: [SQLiteConnection], logger: Logger) {
+        self.location = "sqlite:\(path)"
+        self.writer = writer
+        self.readers = AsyncPool(readers)
+        self.allConnections = [writer] + readers
+        self.metrics = StoreMetrics(driver: "sqlite")
+        self.logger = logger
+    }
+
+    /// Opens (creating if needed) the database file and its directory.
+    public static func open(path: String, readerCount: Int = 4, logger: Logger) async throws(StoreError) -> SQLiteStore {
+        let directory = (path as NSString).deletingLastPathComponent
+        if !directory.isEmpty {
+            do {
+                try FileManager.default.createDirectory(
+                    atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            } catch {
+                throw .unavailable("cannot create directory \(directory): \(error.localizedDescription)")
+            }
+        }
+        do {
+            let writer = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
+            for pragma in ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL", "PRAGMA foreign_keys = ON", "PRAGMA busy_timeout = 10000"] {
+                _ = try await writer.query(pragma)
+            }
+            var readers: [SQLiteConnection] = []
+            for _ in 0..<max(1, readerCount) {
+                let reader = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
+                for pragma in ["PRAGMA query_only = ON", "PRAGMA foreign_keys = ON", "PRAGMA busy_timeout = 10000"] {
+                    _ = try await reader.query(pragma)
+                }
+                readers.append(reader)
+            }
+            return SQLiteStore(path: path, writer: writer, readers: readers, logger: logger)
+        } catch {
+            throw Self.storeError(error)
+        }
+    }
+
+    public func query(_ query: SQLQuery) async throws(StoreError) -> [SQLRow] {
+        try await measured("read") {
+            try await readers.withResource { connection in try await Self.run(query, on: connection) }
+        }
+    }
+
+    @discardableResult
+    public func execute(_ query: SQLQuery) async throws(StoreError) -> [SQLRow] {
+        try await measured("write") {
+            try await writeLock.withLock { try await Self.run(query, on: writer) }
+        }
+    }
+
+    public func transaction<Result: Sendable>(
+        _ body: @Sendable (any StoreTransaction) async throws -> Result
+    ) async throws -> Result {
+        let start = ContinuousClock.now
+        return try await writeLock.withLock {
+            metrics.writeWait.recordNanoseconds((ContinuousClock.now - start).nanoseconds)
+            return try await measuredAny("transaction") {
+                try await withTransaction(body)
+            }
+        }
+    }
+
+    /// Runs `body` inside BEGIN IMMEDIATE ... COMMIT on the writer; the caller holds the write lock.
+    private func withTransaction<Result: Sendable>(
+        _ body: @Sendable (any StoreTransaction) async throws -> Result
+    ) async throws -> Result {
+        // IMMEDIATE takes the file's write lock up front, so another process cannot make this
+        // transaction fail half-way with SQLITE_BUSY.
+        try await Self.run("BEGIN IMMEDIATE", on: writer)
+        do {
+            let result = try await body(SQLiteTransaction(connection: writer))
+            try await Self.run("COMMIT", on: writer)
+            return result
+        } catch {
+            do { try await Self.run("ROLLBACK", on: writer) } catch { logger.error("rollback failed", metadata: ["error": "\(error)"]) }
+            throw error
+        }
+    }
+
+    @discardableResult
+    public func migrate(_ migrations: [Migration]) async throws(StoreError) -> [Migration] {
+        do {
+            return try await writeLock.withLock {
+                try await Self.run(SQLQuery(stringLiteral: MigrationPlanner.createTable(.sqlite)), on: writer)
+                return try await withTransaction { transaction in
+                    let applied = try MigrationPlanner.decode(try await transaction.query(MigrationPlanner.selectApplied))
+                    let pending = try MigrationPlanner.pending(migrations, applied: applied)
+                    for migration in pending {
+                        for statement in migration.sqlite {
+                            try await transaction.execute(SQLQuery(stringLiteral: statement))
+                        }
+                        try await transaction.execute(MigrationPlanner.record(migration, at: Date()))
+                        logger.info("applied migration", metadata: ["module": "\(migration.module)", "version": "\(migration.version)", "name": "\(migration.name)"])
+                    }
+                    return pending
+                }
+            }
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw Self.storeError(error)
+        }
+    }
+
+    public func appliedMigrations() async throws(StoreError) -> [AppliedMigration] {
+        let exists = try await query("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'keel_schema_migrations'")
+        guard !exists.isEmpty else { return [] }
+        return try MigrationPlanner.decode(try await query(MigrationPlanner.selectApplied))
+    }
+
+    public func ping() async throws(StoreError) {
+        _ = try await query("SELECT 1")
+    }
+
+    public func poolStatistics() -> StorePoolStatistics {
+        StorePoolStatistics(maximumConnections: allConnections.count, inFlight: inFlight.load(ordering: .relaxed))
+    }
+
+    /// The connections stay open until the service group shuts down.
+    public func run() async throws {
+        try? await gracefulShutdown()
+        await close()
+    }
+
+    public func close() async {
+        try? await writeLock.withLock {
+            for connection in allConnections { try? await connection.close() }
+        }
+    }
+
+    // MARK: - Helpers
+
+    private func measured<T>(_ kind: String, _ body: () async throws -> T) async throws(StoreError) -> T {
+        do {
+            return try await measuredAny(kind, body)
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw Self.storeError(error)
+        }
+    }
+
+    private func measuredAny<T>(_ kind: String, _ body: () async throws -> T) async throws -> T {
+        inFlight.add(1, ordering: .relaxed)
+        let start = ContinuousClock.now
+        defer {
+            inFlight.subtract(1, ordering: .relaxed)
+            metrics.duration(kind).recordNanoseconds((ContinuousClock.now - start).nanoseconds)
+        }
+        do {
+            return try await body()
+        } catch {
+            metrics.errors(kind).increment()
+            throw error
+        }
+    }
+
+    @discardableResult
+    static func run(_ query: SQLQuery, on connection: SQLiteConnection) async throws(StoreError) -> [SQLRow] {
+        let binds = query.binds.map(Self.sqliteData)
+        do {
+            let rows = try await connection.query(query.sql(for: .sqlite), binds)
+            return rows.map { row in
+                SQLRow(columns: row.columns.map(\.name), values: row.columns.map { Self.value($0.data) })
+            }
+        } catch {
+            throw storeError(error)
+        }
+    }
+
+    private static func sqliteData(_ value: SQLValue) -> SQLiteData {
+        switch value {
+        case .null: .null
+        case .int(let value): .integer(Int(value))
+        case .double(let value): .float(value)
+        case .text(let value): .text(value)
+        case .bool(let value): .integer(value ? 1 : 0)
+        case .blob(let bytes): .blob(ByteBuffer(bytes: bytes))
+        case .timestamp(let date): .integer(Int((date.timeIntervalSince1970 * 1_000_000).rounded()))
+        }
+    }
+
+    private static func value(_ data: SQLiteData) -> SQLValue {
+        switch data {
+        case .integer(let value): .int(Int64(value))
+        case .float(let value): .double(value)
+        case .text(let value): .text(value)
+        case .blob(var buffer): .blob(buffer.readBytes(length: buffer.readableBytes) ?? [])
+        case .null: .null
+        }
+    }
+
+    static func storeError(_ error: any Error) -> StoreError {
+        if let error = error as? StoreError { return error }
+        guard let error = error as? SQLiteError else { return .unavailable("\(error)") }
+        switch error.reason {
+        case .constraint, .constraintCheckFailed, .constraintCommitHookFailed, .constraintForeignKeyFailed,
+             .constraintUserFunctionFailed, .constraintNotNullFailed, .constraintPrimaryKeyFailed,
+             .constraintTriggerFailed, .constraintUniqueFailed, .constraintVirtualTableFailed,
+             .constraintUniqueRowIDFailed, .constraintUpdateTriggerDeletedRow, .constraintStrictDataTypeFailed:
+            return .constraintViolation(error.message)
+        case .busy, .busyTimeout, .busyInRecovery, .busyInSnapshot, .locked, .cantOpen, .ioError, .full, .readOnly:
+            return .unavailable(error.message)
+        default:
+            return .query(error.message)
+        }
+    }
+}
+
+private struct SQLiteTransaction: StoreTransaction {
+    let connection: SQLiteConnection
+
+    func query(_ query: SQLQuery) async throws(StoreError) -> [SQLRow] {
+        try await SQLiteStore.run(query, on: connection)
+    }
+
+    @discardableResult
+    func execute(_ query: SQLQuery) async throws(StoreError) -> [SQLRow] {
+        try await SQLiteStore.run(query, on: connection)
+    }
+}
+
+extension Duration {
+    var nanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+}

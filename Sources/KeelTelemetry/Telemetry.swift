@@ -1,0 +1,66 @@
+import Foundation
+import KeelCore
+import Logging
+import Metrics
+import OTel
+import ServiceLifecycle
+import Synchronization
+import Tracing
+
+/// Logs, metrics and traces for the whole process. swift-log, swift-metrics and swift-distributed-tracing
+/// each accept one backend per process, so the first ``bootstrap(_:)`` wins and later calls (tests that
+/// start several servers in one process) share it.
+public final class Telemetry: Sendable {
+    public let metrics: MetricsExporter
+    /// The OTel tracer's background exporter; run it in the service group so spans flush on shutdown.
+    public let tracingService: (any Service)?
+    public let otlpEndpoint: String?
+
+    private init(metrics: MetricsExporter, tracingService: (any Service)?, otlpEndpoint: String?) {
+        self.metrics = metrics
+        self.tracingService = tracingService
+        self.otlpEndpoint = otlpEndpoint
+    }
+
+    private static let shared = Mutex<Telemetry?>(nil)
+
+    public static func bootstrap(_ config: KeelConfig) throws -> Telemetry {
+        try shared.withLock { shared in
+            if let shared { return shared }
+            let telemetry = try make(config)
+            shared = telemetry
+            return telemetry
+        }
+    }
+
+    private static func make(_ config: KeelConfig) throws -> Telemetry {
+        let metadataProvider = OTel.makeLoggingMetadataProvider()
+        LoggingSystem.bootstrap({ label, provider in
+            KeelLogHandler(label: label, level: config.logLevel.loggerLevel, format: config.logFormat, metadataProvider: provider)
+        }, metadataProvider: metadataProvider)
+
+        let metrics = MetricsExporter()
+        MetricsSystem.bootstrap(metrics.factory)
+
+        // The tracer always runs, so every request has a trace ID in its logs and continues the caller's
+        // `traceparent`; spans leave the process only when an OTLP endpoint is configured.
+        var otel = OTel.Configuration.default
+        otel.serviceName = "keel"
+        otel.diagnosticLogger = .custom(Logger(label: "keel.otel"))
+        otel.metrics.enabled = false
+        otel.logs.enabled = false
+        otel.propagators = [.traceContext]
+        if let endpoint = config.otlpEndpoint {
+            otel.traces.exporter = .otlp
+            otel.traces.otlpExporter.protocol = .httpProtobuf
+            otel.traces.otlpExporter.endpoint = endpoint.hasSuffix("/v1/traces")
+                ? endpoint : endpoint.trimmingCharacters(in: CharacterSet(charactersIn: "/")) + "/v1/traces"
+            otel.traces.batchSpanProcessor.scheduleDelay = .seconds(1)
+        } else {
+            otel.traces.exporter = .none
+        }
+        let tracing = try OTel.makeTracingBackend(configuration: otel)
+        InstrumentationSystem.bootstrap(tracing.factory)
+        return Telemetry(metrics: metrics, tracingService: tracing.service, otlpEndpoint: config.otlpEndpoint)
+    }
+}
