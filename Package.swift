@@ -12,8 +12,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.7.3"),
-        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/swift-otel/swift-otel.git", from: "1.6.0", traits: ["OTLPHTTP"]),
@@ -54,17 +54,21 @@ let package = Package(
             "KeelCore", "KeelStore", "KeelServer", "KeelTelemetry",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        // Helpers the test targets share: scratch stores on SQLite and PostgreSQL, the keel binary as a
+        // child process, and the Python peers (OTLP receiver, TCP proxy) in Tests/Support.
+        .target(name: "KeelTestSupport", dependencies: [
+            "KeelCore", "KeelStore", "KeelTelemetry",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+        ], path: "Tests/KeelTestSupport"),
         .testTarget(name: "KeelCoreTests", dependencies: ["KeelCore"]),
-        .testTarget(name: "KeelStoreTests", dependencies: ["KeelStore"]),
-        .testTarget(name: "KeelTelemetryTests", dependencies: [
-            "KeelTelemetry",
-            .product(name: "Hummingbird", package: "hummingbird"),
-        ]),
+        .testTarget(name: "KeelStoreTests", dependencies: ["KeelStore", "KeelTestSupport"]),
+        .testTarget(name: "KeelTelemetryTests", dependencies: ["KeelTelemetry", "KeelTestSupport"]),
         .testTarget(name: "KeelServerTests", dependencies: [
-            "KeelServer",
+            "KeelServer", "KeelTestSupport",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
         ]),
-        .testTarget(name: "KeelCLITests", dependencies: ["KeelCore"]),
+        .testTarget(name: "KeelCLITests", dependencies: ["KeelCore", "KeelTestSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -87,8 +87,14 @@ public final class PostgresStore: Store {
         _ body: @Sendable (any StoreTransaction) async throws -> Result
     ) async throws -> Result {
         try await measuredAny("transaction") {
-            try await client.withTransaction(logger: logger) { connection in
-                try await body(PostgresTransaction(connection: connection, logger: logger))
+            do {
+                return try await client.withTransaction(logger: logger) { connection in
+                    try await body(PostgresTransaction(connection: connection, logger: logger))
+                }
+            } catch let error as PostgresTransactionError {
+                // The caller's own error, once rolled back cleanly, is what the caller should see.
+                if let closureError = error.closureError, error.rollbackError == nil { throw closureError }
+                throw Self.storeError(error.beginError ?? error.commitError ?? error.rollbackError ?? error)
             }
         }
     }
@@ -96,8 +102,7 @@ public final class PostgresStore: Store {
     @discardableResult
     public func migrate(_ migrations: [Migration]) async throws(StoreError) -> [Migration] {
         try await measured("migrate") {
-            try await self.client.withTransaction(logger: self.logger) { connection in
-                let transaction = PostgresTransaction(connection: connection, logger: self.logger)
+            try await self.transaction { transaction in
                 // Held until commit: a second process waits here, then finds the work done.
                 try await transaction.execute("SELECT pg_advisory_xact_lock(\(Self.migrationLockKey))")
                 try await transaction.execute(SQLQuery(stringLiteral: MigrationPlanner.createTable(.postgres)))
@@ -172,7 +177,7 @@ public final class PostgresStore: Store {
         switch cell.dataType {
         case .int2, .int4, .int8: return .int(try cell.decode(Int64.self))
         case .float4, .float8: return .double(try cell.decode(Double.self))
-        case .numeric: return .double(Double(try cell.decode(String.self)) ?? .nan)
+        case .numeric: return .double(NSDecimalNumber(decimal: try cell.decode(Decimal.self)).doubleValue)
         case .bool: return .bool(try cell.decode(Bool.self))
         case .bytea: return .blob(Array(buffer: try cell.decode(ByteBuffer.self)))
         case .timestamptz, .timestamp: return .timestamp(try cell.decode(Date.self))

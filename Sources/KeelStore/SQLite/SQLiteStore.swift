@@ -17,15 +17,17 @@ public final class SQLiteStore: Store {
     private let writeLock = AsyncLock()
     private let readers: AsyncPool<SQLiteConnection>
     private let allConnections: [SQLiteConnection]
+    private let threadPools: [NIOThreadPool]
     private let inFlight = Atomic<Int>(0)
     private let metrics: StoreMetrics
     private let logger: Logger
 
-    private init(path: String, writer: SQLiteConnection, readers: [SQLiteConnection], logger: Logger) {
+    private init(path: String, writer: SQLiteConnection, readers: [SQLiteConnection], threadPools: [NIOThreadPool], logger: Logger) {
         self.location = "sqlite:\(path)"
         self.writer = writer
         self.readers = AsyncPool(readers)
         self.allConnections = [writer] + readers
+        self.threadPools = threadPools
         self.metrics = StoreMetrics(driver: "sqlite")
         self.logger = logger
     }
@@ -41,21 +43,30 @@ public final class SQLiteStore: Store {
                 throw .unavailable("cannot create directory \(directory): \(error.localizedDescription)")
             }
         }
+        // The writer and the readers block in SQLite calls (fsync, busy waits for other processes) on
+        // threads of their own, so neither can starve the other or the rest of the process.
+        let writerThread = NIOThreadPool(numberOfThreads: 1)
+        let readerThreads = NIOThreadPool(numberOfThreads: max(1, readerCount))
+        writerThread.start()
+        readerThreads.start()
+        let eventLoop = MultiThreadedEventLoopGroup.singleton.any()
         do {
-            let writer = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
+            let writer = try await SQLiteConnection.open(storage: .file(path: path), threadPool: writerThread, logger: logger, on: eventLoop)
             for pragma in ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL", "PRAGMA foreign_keys = ON", "PRAGMA busy_timeout = 10000"] {
                 _ = try await writer.query(pragma)
             }
             var readers: [SQLiteConnection] = []
             for _ in 0..<max(1, readerCount) {
-                let reader = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
+                let reader = try await SQLiteConnection.open(storage: .file(path: path), threadPool: readerThreads, logger: logger, on: eventLoop)
                 for pragma in ["PRAGMA query_only = ON", "PRAGMA foreign_keys = ON", "PRAGMA busy_timeout = 10000"] {
                     _ = try await reader.query(pragma)
                 }
                 readers.append(reader)
             }
-            return SQLiteStore(path: path, writer: writer, readers: readers, logger: logger)
+            return SQLiteStore(path: path, writer: writer, readers: readers, threadPools: [writerThread, readerThreads], logger: logger)
         } catch {
+            try? await writerThread.shutdownGracefully()
+            try? await readerThreads.shutdownGracefully()
             throw Self.storeError(error)
         }
     }
@@ -106,8 +117,9 @@ public final class SQLiteStore: Store {
     public func migrate(_ migrations: [Migration]) async throws(StoreError) -> [Migration] {
         do {
             return try await writeLock.withLock {
-                try await Self.run(SQLQuery(stringLiteral: MigrationPlanner.createTable(.sqlite)), on: writer)
-                return try await withTransaction { transaction in
+                try await withTransaction { transaction in
+                    // Inside the IMMEDIATE transaction: processes starting together take turns.
+                    try await transaction.execute(SQLQuery(stringLiteral: MigrationPlanner.createTable(.sqlite)))
                     let applied = try MigrationPlanner.decode(try await transaction.query(MigrationPlanner.selectApplied))
                     let pending = try MigrationPlanner.pending(migrations, applied: applied)
                     for migration in pending {
@@ -147,10 +159,16 @@ public final class SQLiteStore: Store {
         await close()
     }
 
+    /// Closes every connection after the write in progress. Runs detached because it is called from
+    /// cancelled tasks at shutdown, and closing must still happen.
     public func close() async {
-        try? await writeLock.withLock {
-            for connection in allConnections { try? await connection.close() }
-        }
+        let (writeLock, connections, threadPools) = (self.writeLock, allConnections, self.threadPools)
+        await Task.detached {
+            try? await writeLock.withLock {
+                for connection in connections { try? await connection.close() }
+            }
+            for pool in threadPools { try? await pool.shutdownGracefully() }
+        }.value
     }
 
     // MARK: - Helpers
