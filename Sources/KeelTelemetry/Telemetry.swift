@@ -12,14 +12,22 @@ import Tracing
 /// start several servers in one process) share it.
 public final class Telemetry: Sendable {
     public let metrics: MetricsExporter
-    /// The OTel tracer's background exporter; run it in the service group so spans flush on shutdown.
-    public let tracingService: (any Service)?
+    private let tracingService: Mutex<(any Service)?>
     public let otlpEndpoint: String?
 
     private init(metrics: MetricsExporter, tracingService: (any Service)?, otlpEndpoint: String?) {
         self.metrics = metrics
-        self.tracingService = tracingService
+        self.tracingService = Mutex(tracingService)
         self.otlpEndpoint = otlpEndpoint
+    }
+
+    /// The OTel tracer's background exporter, handed out once: the first server of the process runs
+    /// it in its service group, so that spans flush on shutdown.
+    public func claimTracingService() -> (any Service)? {
+        tracingService.withLock { service in
+            defer { service = nil }
+            return service
+        }
     }
 
     private static let shared = Mutex<Telemetry?>(nil)

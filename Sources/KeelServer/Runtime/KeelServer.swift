@@ -63,7 +63,7 @@ public struct KeelServer: Sendable {
 
         // Shutdown runs in reverse: the server drains first, the store closes last.
         var services: [any Service] = [store]
-        if let tracing = telemetry.tracingService { services.append(tracing) }
+        if let tracing = telemetry.claimTracingService() { services.append(tracing) }
         services.append(MigrationService(store: store, readiness: readiness, logger: Logger(label: "keel.migrations")))
         services.append(nodes)
 
