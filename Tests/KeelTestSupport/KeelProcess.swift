@@ -121,11 +121,12 @@ public final class PythonHelper: @unchecked Sendable {
         }
     }
 
+    /// Kills the helper and waits (briefly) until it is gone. Polls instead of `waitUntilExit()`,
+    /// which can block forever when called from a concurrency thread.
     public func stop() {
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
-        }
+        guard process.isRunning else { return }
+        kill(process.processIdentifier, SIGKILL)
+        for _ in 0..<500 where process.isRunning { usleep(10_000) }
     }
 
     deinit {
