@@ -111,11 +111,12 @@ public final class PythonHelper: @unchecked Sendable {
     public var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
 
     /// Waits until the helper prints `line` (e.g. its "listening" line).
-    public func waitFor(_ text: String, timeout: Duration = .seconds(15)) async throws {
+    /// - Parameter context: more to show when it does not (e.g. the logs of the process it serves).
+    public func waitFor(_ text: String, timeout: Duration = .seconds(15), context: @autoclosure () -> String = "") async throws {
         let deadline = ContinuousClock.now + timeout
         while !output.contains(text) {
             guard process.isRunning, ContinuousClock.now < deadline else {
-                throw TestSetupError("python helper did not print \(text):\n\(output)")
+                throw TestSetupError("python helper (\(process.isRunning ? "running" : "exited")) did not print \(text):\n\(output)\n\(context())")
             }
             try await Task.sleep(for: .milliseconds(20))
         }
