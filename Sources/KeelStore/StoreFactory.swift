@@ -6,7 +6,7 @@ extension KeelConfig {
     public func openStore(logger: Logger) async throws(StoreError) -> any Store {
         switch database {
         case .sqlite(let path):
-            return try await SQLiteStore.open(path: path, readerCount: min(databaseMaxConnections, 8), logger: logger)
+            return try await SQLiteStore.open(path: path, readerCount: min(databaseMaxConnections, 4), logger: logger)
         case .postgres(let url):
             return try PostgresStore(url: url, tls: databaseTLS, caFile: databaseTLSCAFile,
                                      maximumConnections: databaseMaxConnections, logger: logger)

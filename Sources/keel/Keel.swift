@@ -2,7 +2,6 @@ import ArgumentParser
 import Foundation
 import KeelCore
 
-@main
 struct Keel: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "keel",
@@ -12,7 +11,7 @@ struct Keel: AsyncParsableCommand {
     )
 
     /// ArgumentParser exits 64 on usage errors; Keel promises 2 for every bad input on the command line.
-    static func main() async {
+    static func runMain() async {
         do {
             var command = try parseAsRoot()
             if var command = command as? AsyncParsableCommand {

@@ -29,8 +29,8 @@ public final class KeelProcess: @unchecked Sendable {
         try FileManager.default.createDirectory(atPath: self.directory, withIntermediateDirectories: true)
         stdoutPath = self.directory + "/stdout.log"
         stderrPath = self.directory + "/stderr.log"
-        FileManager.default.createFile(atPath: stdoutPath, contents: nil)
-        FileManager.default.createFile(atPath: stderrPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: stdoutPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: stderrPath, contents: nil)
         process.executableURL = URL(fileURLWithPath: Self.binary)
         process.arguments = arguments
         process.currentDirectoryURL = URL(fileURLWithPath: self.directory)
@@ -99,7 +99,7 @@ public final class PythonHelper: @unchecked Sendable {
 
     public init(_ script: String, arguments: [String]) throws {
         outputPath = NSTemporaryDirectory() + "keel-py-" + UUID().uuidString + ".log"
-        FileManager.default.createFile(atPath: outputPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3", KeelProcess.supportScript(script)] + arguments
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))

@@ -58,6 +58,7 @@ public let quietLogger: Logger = {
 }()
 
 /// Runs the store's service (PostgreSQL needs its pool running) around `body`.
+@discardableResult
 public func withRunningStore<T: Sendable>(_ store: any Store, _ body: (any Store) async throws -> T) async throws -> T {
     try await withThrowingTaskGroup(of: Void.self) { group in
         group.addTask { try await store.run() }

@@ -28,10 +28,17 @@ struct SystemRoutes {
         routes.add(.get, "/api/v1/openapi.json", access: .public) { _, _ in
             Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: openAPI)))
         }
+        // Everything but the uptime is fixed for the life of the process: encode it once.
+        let status = try? JSONEncoder.keel().encode(Status(
+            name: "keel", version: node.version, nodeID: node.id, roles: node.roles, store: store.dialect.rawValue,
+            startedAt: node.startedAt, uptimeSeconds: 0))
+        let (prefix, suffix) = Status.split(status ?? Data())
         routes.add(.get, "/api/v1/status", access: .public) { _, _ in
-            try .json(Status(name: "keel", version: node.version, nodeID: node.id, roles: node.roles,
-                             store: store.dialect.rawValue, startedAt: node.startedAt,
-                             uptimeSeconds: Int(clock.now().timeIntervalSince(node.startedAt))))
+            var body = ByteBuffer()
+            body.writeBytes(prefix)
+            body.writeString(String(Int(clock.now().timeIntervalSince(node.startedAt))))
+            body.writeBytes(suffix)
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: body))
         }
     }
 
@@ -49,6 +56,15 @@ struct SystemRoutes {
             case nodeID = "node_id"
             case startedAt = "started_at"
             case uptimeSeconds = "uptime_seconds"
+        }
+
+        static let uptimeMarker = Array(#""uptime_seconds":0"#.utf8)
+
+        /// The encoded document split around the uptime's value.
+        static func split(_ data: Data) -> (prefix: [UInt8], suffix: [UInt8]) {
+            let bytes = Array(data)
+            guard let start = bytes.firstRange(of: uptimeMarker) else { return (bytes, []) }
+            return (Array(bytes[..<(start.upperBound - 1)]), Array(bytes[start.upperBound...]))
         }
     }
 

@@ -57,8 +57,10 @@ public struct KeelServer: Sendable {
     /// - Parameter onListening: called with the bound port once the server accepts connections.
     public func makeApplication(onListening: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
         let router = Router(context: KeelRequestContext.self)
-        router.add(middleware: TracingMiddleware(recordingHeaders: [.userAgent]))
-        router.add(middleware: ObservabilityMiddleware(routes: routes, accessLog: config.accessLog))
+        // A server span per request halves throughput; make them only when they are exported.
+        let tracing = telemetry.otlpEndpoint != nil
+        if tracing { router.add(middleware: TracingMiddleware(recordingHeaders: [.userAgent])) }
+        router.add(middleware: ObservabilityMiddleware(routes: routes, accessLog: config.accessLog, logsCallerTrace: !tracing))
         registrar.install(on: router, authorizer: authorizer)
 
         // Shutdown runs in reverse: the server drains first, the store closes last.

@@ -16,7 +16,6 @@ public final class PostgresStore: Store {
     private let client: PostgresClient
     private let maximumConnections: Int
     private let operationTimeout: Duration
-    private let inFlight = Atomic<Int>(0)
     private let metrics = StoreMetrics(driver: "postgres")
     private let logger: Logger
 
@@ -75,18 +74,18 @@ public final class PostgresStore: Store {
     }
 
     public func query(_ query: SQLQuery) async throws(StoreError) -> [SQLRow] {
-        try await measured("read") { try await self.rows(of: query, on: nil) }
+        try await measured("read") { try await self.rows(of: query) }
     }
 
     @discardableResult
     public func execute(_ query: SQLQuery) async throws(StoreError) -> [SQLRow] {
-        try await measured("write") { try await self.rows(of: query, on: nil) }
+        try await measured("write") { try await self.rows(of: query) }
     }
 
     public func transaction<Result: Sendable>(
         _ body: @Sendable (any StoreTransaction) async throws -> Result
     ) async throws -> Result {
-        try await measuredAny("transaction") {
+        try await metrics.measure("transaction") {
             do {
                 return try await client.withTransaction(logger: logger) { connection in
                     try await body(PostgresTransaction(connection: connection, logger: logger))
@@ -131,12 +130,12 @@ public final class PostgresStore: Store {
     }
 
     public func poolStatistics() -> StorePoolStatistics {
-        StorePoolStatistics(maximumConnections: maximumConnections, inFlight: inFlight.load(ordering: .relaxed))
+        StorePoolStatistics(maximumConnections: maximumConnections, inFlight: metrics.inFlight)
     }
 
     // MARK: - Helpers
 
-    private func rows(of query: SQLQuery, on connection: PostgresConnection?) async throws -> [SQLRow] {
+    private func rows(of query: SQLQuery) async throws -> [SQLRow] {
         let postgresQuery = try Self.postgresQuery(query)
         let sequence = try await client.query(postgresQuery, logger: logger)
         return try await Self.collect(sequence)
@@ -188,26 +187,11 @@ public final class PostgresStore: Store {
 
     private func measured<T: Sendable>(_ kind: String, _ body: @escaping @Sendable () async throws -> T) async throws(StoreError) -> T {
         do {
-            return try await measuredAny(kind) {
+            return try await metrics.measure(kind) {
                 try await Self.withTimeout(self.operationTimeout, body)
             }
         } catch {
             throw Self.storeError(error)
-        }
-    }
-
-    private func measuredAny<T>(_ kind: String, _ body: () async throws -> T) async throws -> T {
-        inFlight.add(1, ordering: .relaxed)
-        let start = ContinuousClock.now
-        defer {
-            inFlight.subtract(1, ordering: .relaxed)
-            metrics.duration(kind).recordNanoseconds((ContinuousClock.now - start).nanoseconds)
-        }
-        do {
-            return try await body()
-        } catch {
-            metrics.errors(kind).increment()
-            throw error
         }
     }
 

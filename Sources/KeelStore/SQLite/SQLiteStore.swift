@@ -18,7 +18,6 @@ public final class SQLiteStore: Store {
     private let readers: AsyncPool<SQLiteConnection>
     private let allConnections: [SQLiteConnection]
     private let threadPools: [NIOThreadPool]
-    private let inFlight = Atomic<Int>(0)
     private let metrics: StoreMetrics
     private let logger: Logger
 
@@ -89,8 +88,8 @@ public final class SQLiteStore: Store {
     ) async throws -> Result {
         let start = ContinuousClock.now
         return try await writeLock.withLock {
-            metrics.writeWait.recordNanoseconds((ContinuousClock.now - start).nanoseconds)
-            return try await measuredAny("transaction") {
+            metrics.writeWait.record(duration: ContinuousClock.now - start)
+            return try await metrics.measure("transaction") {
                 try await withTransaction(body)
             }
         }
@@ -150,7 +149,7 @@ public final class SQLiteStore: Store {
     }
 
     public func poolStatistics() -> StorePoolStatistics {
-        StorePoolStatistics(maximumConnections: allConnections.count, inFlight: inFlight.load(ordering: .relaxed))
+        StorePoolStatistics(maximumConnections: allConnections.count, inFlight: metrics.inFlight)
     }
 
     /// The connections stay open until the service group shuts down.
@@ -175,26 +174,9 @@ public final class SQLiteStore: Store {
 
     private func measured<T>(_ kind: String, _ body: () async throws -> T) async throws(StoreError) -> T {
         do {
-            return try await measuredAny(kind, body)
-        } catch let error as StoreError {
-            throw error
+            return try await metrics.measure(kind, body)
         } catch {
             throw Self.storeError(error)
-        }
-    }
-
-    private func measuredAny<T>(_ kind: String, _ body: () async throws -> T) async throws -> T {
-        inFlight.add(1, ordering: .relaxed)
-        let start = ContinuousClock.now
-        defer {
-            inFlight.subtract(1, ordering: .relaxed)
-            metrics.duration(kind).recordNanoseconds((ContinuousClock.now - start).nanoseconds)
-        }
-        do {
-            return try await body()
-        } catch {
-            metrics.errors(kind).increment()
-            throw error
         }
     }
 
@@ -260,12 +242,5 @@ private struct SQLiteTransaction: StoreTransaction {
     @discardableResult
     func execute(_ query: SQLQuery) async throws(StoreError) -> [SQLRow] {
         try await SQLiteStore.run(query, on: connection)
-    }
-}
-
-extension Duration {
-    var nanoseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
     }
 }
