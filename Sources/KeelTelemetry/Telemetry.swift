@@ -50,8 +50,9 @@ public final class Telemetry: Sendable {
         let metrics = MetricsExporter()
         MetricsSystem.bootstrap(metrics.factory)
 
-        // The tracer always runs, so every request has a trace ID in its logs and continues the caller's
-        // `traceparent`; spans leave the process only when an OTLP endpoint is configured.
+        // The tracer is always installed, so spans that code starts carry IDs into logs and outgoing
+        // `traceparent` headers; spans leave the process only when an OTLP endpoint is configured (and
+        // the server makes a span per request only then, see KeelServer).
         var otel = OTel.Configuration.default
         otel.serviceName = "keel"
         otel.diagnosticLogger = .custom(Logger(label: "keel.otel"))
