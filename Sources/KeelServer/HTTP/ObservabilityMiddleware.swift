@@ -111,15 +111,19 @@ struct ObservabilityMiddleware: RouterMiddleware {
     /// What Hummingbird's router records as the endpoint of a request no route matched.
     static let unmatchedRoute = "NotFound"
 
-    /// Accepts 1–128 characters of `[A-Za-z0-9._:-]`, so IDs can be logged and echoed safely.
+    /// Accepts 1–128 characters of `[A-Za-z0-9._:-]`, so IDs can be logged and echoed safely; otherwise
+    /// makes one: a random per-process prefix and a counter, unique without a random draw per request.
     static func requestID(from header: String?) -> String {
         if let header, (1...128).contains(header.utf8.count),
            header.utf8.allSatisfy({ $0.isASCIIAlphanumeric || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: ":") }) {
             return header
         }
-        var generator = SystemRandomNumberGenerator()
-        return String(generator.next() as UInt64, radix: 16).leftPadded(16) + String(generator.next() as UInt64, radix: 16).leftPadded(16)
+        let sequence = requestSequence.wrappingAdd(1, ordering: .relaxed).newValue
+        return requestIDPrefix + String(sequence, radix: 16).leftPadded(16)
     }
+
+    private static let requestIDPrefix = String(UInt64.random(in: .min ... .max), radix: 16).leftPadded(16)
+    private static let requestSequence = Atomic<UInt64>(0)
 }
 
 extension HTTPField.Name {

@@ -61,16 +61,21 @@ public struct KeelLogHandler: LogHandler {
 
     static func appendQuoted(_ text: String, to line: inout String) {
         line += "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": line += "\\\""
-            case "\\": line += "\\\\"
-            case "\n": line += "\\n"
-            case "\r": line += "\\r"
-            case "\t": line += "\\t"
-            case let control where control.value < 0x20:
-                line += String(format: "\\u%04x", control.value)
-            default: line.unicodeScalars.append(scalar)
+        // Most values need no escaping: append them whole, which is far cheaper than scalar by scalar.
+        if text.utf8.allSatisfy({ $0 >= 0x20 && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }) {
+            line += text
+        } else {
+            for scalar in text.unicodeScalars {
+                switch scalar {
+                case "\"": line += "\\\""
+                case "\\": line += "\\\\"
+                case "\n": line += "\\n"
+                case "\r": line += "\\r"
+                case "\t": line += "\\t"
+                case let control where control.value < 0x20:
+                    line += "\\u00" + (control.value < 0x10 ? "0" : "") + String(control.value, radix: 16)
+                default: line.unicodeScalars.append(scalar)
+                }
             }
         }
         line += "\""
