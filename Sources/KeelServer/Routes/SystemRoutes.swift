@@ -80,7 +80,7 @@ struct SystemRoutes {
         }
         let start = ContinuousClock.now
         do {
-            try await withStoreTimeout { try await store.ping() }
+            try await withDeadline(storeCheckTimeout, orThrow: StoreCheckTimeout()) { try await store.ping() }
             checks["store"] = .string("ok")
             checks["store_latency_ms"] = .number(((ContinuousClock.now - start) / .microseconds(1)).rounded() / 1000)
         } catch {
@@ -99,19 +99,6 @@ struct SystemRoutes {
 
     private struct StoreCheckTimeout: Error, CustomStringConvertible {
         var description: String { "store did not answer in time" }
-    }
-
-    private func withStoreTimeout(_ body: @escaping @Sendable () async throws -> Void) async throws {
-        let timeout = storeCheckTimeout
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await body() }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                throw StoreCheckTimeout()
-            }
-            defer { group.cancelAll() }
-            try await group.next()
-        }
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 
 /// One forward-only schema change of one module. Versions count up from 1 within a module; the
 /// statements are given for each dialect. Once released a migration is never edited: its checksum is
@@ -101,7 +102,22 @@ enum MigrationPlanner {
         }
     }
 
-    static func record(_ migration: Migration, at date: Date) -> SQLQuery {
+    /// Creates the version table if needed and applies what is pending, inside the caller's transaction
+    /// (which holds whatever lock keeps other processes out).
+    static func apply(_ migrations: [Migration], in transaction: any StoreTransaction, dialect: SQLDialect, logger: Logger) async throws -> [Migration] {
+        try await transaction.execute(SQLQuery(stringLiteral: createTable(dialect)))
+        let pending = try pending(migrations, applied: try decode(try await transaction.query(selectApplied)))
+        for migration in pending {
+            for statement in migration.statements(for: dialect) {
+                try await transaction.execute(SQLQuery(stringLiteral: statement))
+            }
+            try await transaction.execute(record(migration, at: Date()))
+            logger.info("applied migration", metadata: ["module": "\(migration.module)", "version": "\(migration.version)", "name": "\(migration.name)"])
+        }
+        return pending
+    }
+
+    private static func record(_ migration: Migration, at date: Date) -> SQLQuery {
         "INSERT INTO keel_schema_migrations (module, version, name, checksum, applied_at) VALUES (\(migration.module), \(migration.version), \(migration.name), \(migration.checksum), \(date))"
     }
 }

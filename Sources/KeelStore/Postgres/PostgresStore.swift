@@ -104,17 +104,7 @@ public final class PostgresStore: Store {
             try await self.transaction { transaction in
                 // Held until commit: a second process waits here, then finds the work done.
                 try await transaction.execute("SELECT pg_advisory_xact_lock(\(Self.migrationLockKey))")
-                try await transaction.execute(SQLQuery(stringLiteral: MigrationPlanner.createTable(.postgres)))
-                let applied = try MigrationPlanner.decode(try await transaction.query(MigrationPlanner.selectApplied))
-                let pending = try MigrationPlanner.pending(migrations, applied: applied)
-                for migration in pending {
-                    for statement in migration.postgres {
-                        try await transaction.execute(SQLQuery(stringLiteral: statement))
-                    }
-                    try await transaction.execute(MigrationPlanner.record(migration, at: Date()))
-                    self.logger.info("applied migration", metadata: ["module": "\(migration.module)", "version": "\(migration.version)", "name": "\(migration.name)"])
-                }
-                return pending
+                return try await MigrationPlanner.apply(migrations, in: transaction, dialect: .postgres, logger: self.logger)
             }
         }
     }
@@ -188,7 +178,7 @@ public final class PostgresStore: Store {
     private func measured<T: Sendable>(_ kind: String, _ body: @escaping @Sendable () async throws -> T) async throws(StoreError) -> T {
         do {
             return try await metrics.measure(kind) {
-                try await Self.withTimeout(self.operationTimeout, body)
+                try await withDeadline(self.operationTimeout, orThrow: Timeout(), body)
             }
         } catch {
             throw Self.storeError(error)
@@ -196,18 +186,6 @@ public final class PostgresStore: Store {
     }
 
     private struct Timeout: Error {}
-
-    private static func withTimeout<T: Sendable>(_ limit: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-        try await withThrowingTaskGroup(of: T.self) { group in
-            group.addTask { try await body() }
-            group.addTask {
-                try await Task.sleep(for: limit)
-                throw Timeout()
-            }
-            defer { group.cancelAll() }
-            return try await group.next()!
-        }
-    }
 
     static func storeError(_ error: any Error) -> StoreError {
         switch error {

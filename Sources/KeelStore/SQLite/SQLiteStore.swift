@@ -116,19 +116,9 @@ public final class SQLiteStore: Store {
     public func migrate(_ migrations: [Migration]) async throws(StoreError) -> [Migration] {
         do {
             return try await writeLock.withLock {
+                // Inside the IMMEDIATE transaction: processes starting together take turns.
                 try await withTransaction { transaction in
-                    // Inside the IMMEDIATE transaction: processes starting together take turns.
-                    try await transaction.execute(SQLQuery(stringLiteral: MigrationPlanner.createTable(.sqlite)))
-                    let applied = try MigrationPlanner.decode(try await transaction.query(MigrationPlanner.selectApplied))
-                    let pending = try MigrationPlanner.pending(migrations, applied: applied)
-                    for migration in pending {
-                        for statement in migration.sqlite {
-                            try await transaction.execute(SQLQuery(stringLiteral: statement))
-                        }
-                        try await transaction.execute(MigrationPlanner.record(migration, at: Date()))
-                        logger.info("applied migration", metadata: ["module": "\(migration.module)", "version": "\(migration.version)", "name": "\(migration.name)"])
-                    }
-                    return pending
+                    try await MigrationPlanner.apply(migrations, in: transaction, dialect: .sqlite, logger: logger)
                 }
             }
         } catch let error as StoreError {
