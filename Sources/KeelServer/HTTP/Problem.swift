@@ -49,8 +49,9 @@ public struct Problem: Error, HTTPResponseError, Sendable {
 }
 
 extension Problem {
-    public static func badRequest(_ detail: String) -> Problem {
-        Problem(status: .badRequest, slug: "bad-request", title: "Bad request", detail: detail)
+    public static func invalidParameters(_ errors: [FieldError]) -> Problem {
+        Problem(status: .badRequest, slug: "invalid-parameter", title: "Invalid parameter", detail: "Invalid query parameters.",
+                extensions: ["errors": .array(errors.map(\.json))])
     }
 
     public static func malformedJSON(_ detail: String) -> Problem {

@@ -93,12 +93,6 @@ struct Pagination {
         if let after, !KeelID.isValid(after, prefix: idPrefix) {
             errors.append(FieldError(field: "after", message: "must be an id returned as next_after"))
         }
-        guard errors.isEmpty else {
-            var problem = Problem.validation("Invalid query parameters.", errors: errors)
-            problem.status = .badRequest
-            problem.slug = "invalid-parameter"
-            problem.title = "Invalid parameter"
-            throw problem
-        }
+        guard errors.isEmpty else { throw Problem.invalidParameters(errors) }
     }
 }
