@@ -69,10 +69,10 @@ import Testing
         let keel = try KeelProcess(["up", "--port", "0"])
         let port = try await keel.waitUntilReady()
         let traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
-        // Raw, so that no instrumented client in this process replaces the caller's traceparent.
-        let connection = try RawConnection(port: port)
-        try connection.send("GET /healthz HTTP/1.1\r\nHost: x\r\ntraceparent: 00-\(traceID)-00f067aa0ba902b7-01\r\nX-Request-ID: req-from-client\r\nConnection: close\r\n\r\n")
-        #expect(connection.readAll().hasPrefix("HTTP/1.1 200"))
+        let response = try RawConnection.get(port: port, path: "/healthz", headers: [
+            "traceparent": "00-\(traceID)-00f067aa0ba902b7-01", "X-Request-ID": "req-from-client",
+        ])
+        #expect(response.hasPrefix("HTTP/1.1 200"))
         keel.signal(SIGTERM)
         #expect(try await keel.waitForExit() == 0)
         let access = keel.logLines.first { $0["msg"] as? String == "request" && $0["path"] as? String == "/healthz" }

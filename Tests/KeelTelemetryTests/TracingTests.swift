@@ -34,10 +34,8 @@ import Tracing
         let port = try await keel.waitUntilReady()
         let traceID = "0af7651916cd43dd8448eb211c80319c"
         let parentSpan = "b7ad6b7169203331"
-        // A raw request: an instrumented client in this process would put its own trace in the headers.
-        let connection = try RawConnection(port: port)
-        try connection.send("GET /api/v1/status HTTP/1.1\r\nHost: x\r\ntraceparent: 00-\(traceID)-\(parentSpan)-01\r\nConnection: close\r\n\r\n")
-        #expect(connection.readAll().hasPrefix("HTTP/1.1 200"))
+        let response = try RawConnection.get(port: port, path: "/api/v1/status", headers: ["traceparent": "00-\(traceID)-\(parentSpan)-01"])
+        #expect(response.hasPrefix("HTTP/1.1 200"))
         keel.signal(SIGTERM)  // shutdown flushes the batch
         #expect(try await keel.waitForExit() == 0)
 

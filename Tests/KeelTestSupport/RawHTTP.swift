@@ -44,5 +44,14 @@ public final class RawConnection: @unchecked Sendable {
         return String(decoding: data, as: UTF8.self)
     }
 
+    /// A GET with exactly `headers` (an instrumented client in the test process would add its own
+    /// `traceparent`); returns the whole response once the server closes the connection.
+    public static func get(port: Int, path: String, headers: [String: String]) throws -> String {
+        let connection = try RawConnection(port: port)
+        let lines = headers.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)\r\n" }.joined()
+        try connection.send("GET \(path) HTTP/1.1\r\nHost: x\r\n\(lines)Connection: close\r\n\r\n")
+        return connection.readAll()
+    }
+
     deinit { close(fd) }
 }

@@ -101,3 +101,12 @@ public func withScratchStore<T: Sendable>(_ kind: StoreKind, _ body: (any Store)
         return try await withRunningStore(store) { try await body($0) }
     }
 }
+
+extension Sequence {
+    /// `map` with an async transform, one element after the other.
+    public func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
+        var results: [T] = []
+        for element in self { results.append(try await transform(element)) }
+        return results
+    }
+}

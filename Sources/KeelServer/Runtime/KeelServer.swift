@@ -41,10 +41,13 @@ public struct KeelServer: Sendable {
         self.routes = registrar.table
 
         let store = self.store
+        let driver = [("driver", store.dialect.rawValue)]
+        let maximumConnections = Gauge(label: "keel_store_connections_max", dimensions: driver)
+        let inFlight = Gauge(label: "keel_store_queries_in_flight", dimensions: driver)
         telemetry.metrics.onScrape {
             let statistics = store.poolStatistics()
-            Gauge(label: "keel_store_connections_max", dimensions: [("driver", store.dialect.rawValue)]).record(statistics.maximumConnections)
-            Gauge(label: "keel_store_queries_in_flight", dimensions: [("driver", store.dialect.rawValue)]).record(statistics.inFlight)
+            maximumConnections.record(statistics.maximumConnections)
+            inFlight.record(statistics.inFlight)
         }
         for role in Role.allCases {
             Gauge(label: "keel_role_enabled", dimensions: [("role", role.rawValue)]).record(config.roles.contains(role) ? 1 : 0)
