@@ -22,6 +22,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
         .package(url: "https://github.com/vapor/sqlite-nio.git", from: "1.13.2"),
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-auth.git", from: "2.5.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
     ],
     targets: [
         .target(name: "KeelCore", dependencies: [
@@ -51,8 +54,19 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "UnixSignals", package: "swift-service-lifecycle"),
         ], resources: [.copy("Resources/openapi.json")]),
-        .executableTarget(name: "keel", dependencies: [
+        .target(name: "KeelIdentity", dependencies: [
             "KeelCore", "KeelStore", "KeelServer", "KeelTelemetry",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "JWTKit", package: "jwt-kit"),
+            .product(name: "HummingbirdBcrypt", package: "hummingbird-auth"),
+            .product(name: "HummingbirdOTP", package: "hummingbird-auth"),
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Tracing", package: "swift-distributed-tracing"),
+        ], resources: [.copy("Resources/common-passwords.txt")]),
+        .executableTarget(name: "keel", dependencies: [
+            "KeelCore", "KeelStore", "KeelServer", "KeelTelemetry", "KeelIdentity",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
@@ -69,6 +83,13 @@ let package = Package(
         .testTarget(name: "KeelServerTests", dependencies: [
             "KeelServer", "KeelTestSupport",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
+        ]),
+        .testTarget(name: "KeelIdentityTests", dependencies: [
+            "KeelIdentity", "KeelServer", "KeelTestSupport",
+            .product(name: "HummingbirdTesting", package: "hummingbird"),
+            .product(name: "HummingbirdOTP", package: "hummingbird-auth"),
+            .product(name: "JWTKit", package: "jwt-kit"),
+            .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .testTarget(name: "KeelCLITests", dependencies: ["KeelCore", "KeelTestSupport"]),
     ],

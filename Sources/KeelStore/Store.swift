@@ -58,6 +58,10 @@ public enum StoreError: Error, Sendable, CustomStringConvertible {
     /// The schema in the database does not fit this binary.
     case migration(String)
 
+    public var isConstraintViolation: Bool {
+        if case .constraintViolation = self { true } else { false }
+    }
+
     public var description: String {
         switch self {
         case .unavailable(let reason): "store unavailable: \(reason)"

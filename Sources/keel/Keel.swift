@@ -1,13 +1,15 @@
 import ArgumentParser
 import Foundation
 import KeelCore
+import KeelServer
 
 struct Keel: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "keel",
         abstract: "Keel: gateway, identity, jobs, AI gateway and console in one process.",
         version: KeelVersion.current,
-        subcommands: [Up.self, Serve.self, Migrate.self, ConfigCommand.self, VersionCommand.self]
+        subcommands: [Up.self, Serve.self, Migrate.self, ConfigCommand.self, UsersCommand.self, APIKeysCommand.self, KeysCommand.self,
+                      VersionCommand.self]
     )
 
     /// ArgumentParser exits 64 on usage errors; Keel promises 2 for every bad input on the command line.
@@ -22,6 +24,16 @@ struct Keel: AsyncParsableCommand {
         } catch let error as ConfigError {
             FileHandle.standardError.write(Data("keel: \(error)\n".utf8))
             Foundation.exit(2)
+        } catch let problem as Problem {
+            // The identity commands share the API's rules and report its problems.
+            var message = "keel: \(problem.detail)"
+            if case .array(let errors)? = problem.extensions["errors"] {
+                for case .object(let error) in errors {
+                    if case .string(let field)? = error["field"], case .string(let text)? = error["message"] { message += "\n  \(field): \(text)" }
+                }
+            }
+            FileHandle.standardError.write(Data((message + "\n").utf8))
+            Foundation.exit(problem.status.code < 500 ? 2 : 1)
         } catch let error as CommandFailure {
             FileHandle.standardError.write(Data("keel: \(error.message)\n".utf8))
             Foundation.exit(error.exitCode)

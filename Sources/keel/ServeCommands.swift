@@ -40,7 +40,7 @@ func serve(_ config: KeelConfig) async throws {
     } catch {
         throw CommandFailure(message: "cannot open the store: \(error)")
     }
-    try await KeelServer(config: config, store: store, telemetry: telemetry).run(processStart: processStart)
+    try await Platform.server(config: config, store: store, telemetry: telemetry).run(processStart: processStart)
 }
 
 struct Migrate: AsyncParsableCommand {
@@ -69,12 +69,12 @@ struct Migrate: AsyncParsableCommand {
                 if status {
                     let applied = try await store.appliedMigrations()
                     let done = Set(applied.map { "\($0.module)#\($0.version)" })
-                    for migration in KeelMigrations.all {
+                    for migration in Platform.migrations {
                         let state = done.contains("\(migration.module)#\(migration.version)") ? "applied" : "pending"
                         print("\(migration.module)\t\(migration.version)\t\(state)\t\(migration.name)")
                     }
                 } else {
-                    let applied = try await store.migrate(KeelMigrations.all)
+                    let applied = try await store.migrate(Platform.migrations)
                     for migration in applied { print("applied \(migration.module) \(migration.version) \(migration.name)") }
                     print("\(store.location): schema is current (\(applied.count) applied now)")
                 }

@@ -8,7 +8,7 @@ import Testing
 @Suite struct NodeRegistryTests {
     @Test(arguments: StoreKind.allCases)
     func nodesListThemselvesAndPageByKeyset(kind: StoreKind) async throws {
-        try await withLiveServer(kind, authorizer: AllowAllAuthorizer()) { client, server in
+        try await withLiveServer(kind, authenticator: AllowAllAuthenticator()) { client, server in
             // The heartbeat runs right after migrations; wait for this node's row.
             var listed: [[String: Any]] = []
             for _ in 0..<200 where listed.isEmpty {

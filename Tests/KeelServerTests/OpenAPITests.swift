@@ -37,6 +37,8 @@ import Testing
                 switch route.access {
                 case .public:
                     #expect(access == DocumentedAccess(isPublic: true, permission: nil), "\(route.path)")
+                case .authenticated:
+                    #expect(access == DocumentedAccess(isPublic: false, permission: nil), "\(route.path)")
                 case .permission(let permission):
                     #expect(access == DocumentedAccess(isPublic: false, permission: permission), "\(route.path)")
                 }

@@ -14,7 +14,7 @@ import Testing
             try await firstProxy.waitFor("listening")
             var viaProxy = direct
             viaProxy.port = proxyPort
-            try await withLiveServer(config: testConfig(.postgres(viaProxy)), authorizer: AllowAllAuthorizer()) { client, _ in
+            try await withLiveServer(config: testConfig(.postgres(viaProxy)), authenticator: AllowAllAuthenticator()) { client, _ in
                 for path in ["/readyz", "/api/v1/nodes"] {
                     let response = try await client.execute(uri: path, method: .get)
                     #expect(response.status == .ok, "\(path) before the outage")

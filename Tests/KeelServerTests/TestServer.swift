@@ -10,8 +10,10 @@ import NIOCore
 import Testing
 
 /// Grants every permission; stands in for the identity module so protected routes can be exercised.
-struct AllowAllAuthorizer: RequestAuthorizer {
-    func authorize(_ request: Request, context: KeelRequestContext, permission: String) async throws {}
+struct AllowAllAuthenticator: RequestAuthenticator {
+    func authenticate(_ request: Request, context: KeelRequestContext) async throws -> Principal? {
+        Principal(kind: .user, subject: "usr_test", name: "test", roles: ["admin"], permissions: ["nodes:read"])
+    }
 }
 
 func testConfig(_ location: DatabaseLocation, roles: Set<Role> = Set(Role.allCases)) -> KeelConfig {
@@ -28,21 +30,21 @@ func testConfig(_ location: DatabaseLocation, roles: Set<Role> = Set(Role.allCas
 
 /// Runs a live server on a scratch store of `kind` and hands the test a client once it is ready.
 func withLiveServer(
-    _ kind: StoreKind, roles: Set<Role> = Set(Role.allCases), authorizer: any RequestAuthorizer = DenyAllAuthorizer(),
+    _ kind: StoreKind, roles: Set<Role> = Set(Role.allCases), authenticator: any RequestAuthenticator = NoIdentityAuthenticator(),
     _ test: @escaping @Sendable (any TestClientProtocol, KeelServer) async throws -> Void
 ) async throws {
     try await withScratchDatabase(kind) { location in
-        try await withLiveServer(config: testConfig(location, roles: roles), authorizer: authorizer, test)
+        try await withLiveServer(config: testConfig(location, roles: roles), authenticator: authenticator, test)
     }
 }
 
 func withLiveServer(
-    config: KeelConfig, authorizer: any RequestAuthorizer = DenyAllAuthorizer(),
+    config: KeelConfig, authenticator: any RequestAuthenticator = NoIdentityAuthenticator(),
     _ test: @escaping @Sendable (any TestClientProtocol, KeelServer) async throws -> Void
 ) async throws {
     let telemetry = try Telemetry.bootstrap(config)
     let store = try await config.openStore(logger: quietLogger)
-    let server = KeelServer(config: config, store: store, telemetry: telemetry, authorizer: authorizer)
+    let server = KeelServer(config: config, store: store, telemetry: telemetry, authenticator: authenticator)
     try await server.makeApplication().test(.live) { client in
         let deadline = ContinuousClock.now + .seconds(30)
         while server.readiness.migrations != .applied {

@@ -85,6 +85,48 @@ extension ConfigKey {
         ConfigKey(name: "shutdown_timeout_seconds", summary: "how long a graceful shutdown may drain before it is forced", isSecret: false,
                   apply: { text, config throws(ConfigExpectation) in config.shutdownTimeoutSeconds = try parseInt(text, in: 1...3600) },
                   display: { String($0.shutdownTimeoutSeconds) }),
+        ConfigKey(name: "public_url", summary: "URL clients reach Keel at; the issuer of its tokens (default http://host:port)", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in
+                      guard !text.isEmpty else { config.publicURL = nil; return }
+                      guard let url = URLComponents(string: text), ["http", "https"].contains(url.scheme ?? ""),
+                            url.host?.isEmpty == false, url.query == nil
+                      else { throw ConfigExpectation("an http:// or https:// URL such as https://keel.example.com") }
+                      config.publicURL = text.hasSuffix("/") ? String(text.dropLast()) : text
+                  }, display: { $0.publicURL ?? "" }),
+        ConfigKey(name: "auth_audience", summary: "audience (aud) of Keel's access tokens", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in
+                      guard !text.isEmpty, !text.contains(where: \.isWhitespace) else { throw ConfigExpectation("a non-empty word such as keel") }
+                      config.auth.audience = text
+                  }, display: { $0.auth.audience }),
+        ConfigKey(name: "auth_signing_algorithm", summary: "signature of access tokens: ES256 or EdDSA", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in config.auth.signingAlgorithm = try parseEnum(text) },
+                  display: { $0.auth.signingAlgorithm.rawValue }),
+        ConfigKey(name: "auth_access_token_ttl_seconds", summary: "lifetime of access tokens", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in config.auth.accessTokenTTLSeconds = try parseInt(text, in: 30...86_400) },
+                  display: { String($0.auth.accessTokenTTLSeconds) }),
+        ConfigKey(name: "auth_refresh_token_ttl_seconds", summary: "lifetime of refresh tokens", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in config.auth.refreshTokenTTLSeconds = try parseInt(text, in: 60...31_536_000) },
+                  display: { String($0.auth.refreshTokenTTLSeconds) }),
+        ConfigKey(name: "auth_refresh_reuse_leeway_seconds", summary: "grace for concurrent refreshes of one token", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in config.auth.refreshReuseLeewaySeconds = try parseInt(text, in: 0...60) },
+                  display: { String($0.auth.refreshReuseLeewaySeconds) }),
+        ConfigKey(name: "auth_bcrypt_cost", summary: "bcrypt cost of password hashes (12 or more in production)", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in config.auth.bcryptCost = try parseInt(text, in: 4...16) },
+                  display: { String($0.auth.bcryptCost) }),
+        ConfigKey(name: "auth_password_min_length", summary: "shortest accepted password", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in config.auth.passwordMinLength = try parseInt(text, in: 8...72) },
+                  display: { String($0.auth.passwordMinLength) }),
+        ConfigKey(name: "auth_lockout_threshold", summary: "failed logins per account or IP before growing lockouts", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in config.auth.lockoutThreshold = try parseInt(text, in: 1...100) },
+                  display: { String($0.auth.lockoutThreshold) }),
+        ConfigKey(name: "admin_email", summary: "first admin created on an empty store", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in
+                      guard text.isEmpty || isPlausibleEmail(text) else { throw ConfigExpectation("an email address such as admin@example.com") }
+                      config.auth.adminEmail = text.isEmpty ? nil : text.lowercased()
+                  }, display: { $0.auth.adminEmail ?? "" }),
+        ConfigKey(name: "admin_password", summary: "password of that first admin (random and printed once when unset)", isSecret: true,
+                  apply: { text, config throws(ConfigExpectation) in config.auth.adminPassword = text.isEmpty ? nil : Secret(text) },
+                  display: { $0.auth.adminPassword == nil ? "" : "****" }),
     ]
 
     public static func named(_ name: String) -> ConfigKey? {
@@ -93,6 +135,16 @@ extension ConfigKey {
 }
 
 // MARK: - Value parsers
+
+/// `local@domain.tld`, at most 254 characters, no spaces or control characters; deliverability is
+/// the mail server's business.
+public func isPlausibleEmail(_ text: String) -> Bool {
+    guard text.utf8.count <= 254, !text.contains(where: { $0.isWhitespace || $0.isNewline || $0.asciiValue.map { $0 < 32 } == true }) else { return false }
+    let parts = text.split(separator: "@", omittingEmptySubsequences: false)
+    guard parts.count == 2, !parts[0].isEmpty, parts[0].utf8.count <= 64 else { return false }
+    let labels = parts[1].split(separator: ".", omittingEmptySubsequences: false)
+    return labels.count >= 2 && labels.allSatisfy { !$0.isEmpty && !$0.hasPrefix("-") && !$0.hasSuffix("-") }
+}
 
 func parseInt(_ text: String, in range: ClosedRange<Int>) throws(ConfigExpectation) -> Int {
     guard let value = Int(text.trimmingCharacters(in: .whitespaces)), range.contains(value) else {

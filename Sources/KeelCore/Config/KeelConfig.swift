@@ -18,8 +18,40 @@ public struct KeelConfig: Sendable, Equatable {
     public var roles = Set(Role.allCases)
     public var maxBodyBytes = 1 << 20
     public var shutdownTimeoutSeconds = 30
+    /// The URL clients use to reach Keel; the issuer (`iss`) of its tokens. Defaults to `http://host:port`.
+    public var publicURL: String?
+    public var auth = AuthSettings()
 
     public init() {}
+
+    /// ``publicURL`` or, when unset, the listening address.
+    public var effectivePublicURL: String {
+        publicURL ?? "http://\(host):\(port)"
+    }
+}
+
+/// Identity settings: token lifetimes, password hashing and policy, the first admin.
+public struct AuthSettings: Sendable, Equatable {
+    public var audience = "keel"
+    public var signingAlgorithm = SigningAlgorithm.es256
+    public var accessTokenTTLSeconds = 900
+    public var refreshTokenTTLSeconds = 604_800
+    /// A refresh token used again within this many seconds of its rotation is a concurrent refresh
+    /// (two tabs), not a theft, and gets the same successor family.
+    public var refreshReuseLeewaySeconds = 5
+    public var bcryptCost = 12
+    public var passwordMinLength = 12
+    /// Failed logins for one account or client IP before the lockout delays start.
+    public var lockoutThreshold = 5
+    public var adminEmail: String?
+    public var adminPassword: Secret?
+
+    public init() {}
+}
+
+public enum SigningAlgorithm: String, Sendable, CaseIterable {
+    case es256 = "ES256"
+    case eddsa = "EdDSA"
 }
 
 /// Where the store lives: an embedded SQLite file, or a PostgreSQL server.

@@ -85,9 +85,24 @@ extension Problem {
                        detail: "\(method.rawValue) is not supported here; allowed: \(list).", headers: headers)
     }
 
-    public static func unauthorized(_ detail: String) -> Problem {
-        Problem(status: .unauthorized, slug: "unauthorized", title: "Unauthorized", detail: detail,
-                headers: [.wwwAuthenticate: "Bearer"])
+    /// 401 with the RFC 6750 challenge; `error` is `invalid_token` when credentials were sent but refused.
+    public static func unauthorized(_ detail: String, error: String? = nil) -> Problem {
+        let challenge = error.map { "Bearer realm=\"keel\", error=\"\($0)\"" } ?? "Bearer realm=\"keel\""
+        return Problem(status: .unauthorized, slug: "unauthorized", title: "Unauthorized", detail: detail,
+                       headers: [.wwwAuthenticate: challenge])
+    }
+
+    public static func forbidden(_ detail: String) -> Problem {
+        Problem(status: .forbidden, slug: "forbidden", title: "Forbidden", detail: detail)
+    }
+
+    public static func conflict(_ detail: String) -> Problem {
+        Problem(status: .conflict, slug: "conflict", title: "Conflict", detail: detail)
+    }
+
+    public static func tooManyRequests(_ detail: String, retryAfterSeconds: Int) -> Problem {
+        Problem(status: .tooManyRequests, slug: "too-many-requests", title: "Too many requests", detail: detail,
+                headers: [.retryAfter: String(max(1, retryAfterSeconds))])
     }
 
     public static func unavailable(_ detail: String, retryAfterSeconds: Int = 5) -> Problem {

@@ -1,23 +1,33 @@
 import HTTPTypes
 import Hummingbird
 
-/// Who may call a route. Every route declares one; anything not `.public` needs an authenticated
-/// caller with the permission, and without an identity provider such calls are refused.
-public enum Access: Sendable, Equatable {
+/// Who may call a route. Every route declares one (deny by default): `.public` routes are open,
+/// `.authenticated` ones need any caller with valid credentials, `.permission` ones a caller holding it.
+public enum Access: Sendable, Equatable, CustomStringConvertible {
     case `public`
+    case authenticated
     case permission(String)
+
+    public var description: String {
+        switch self {
+        case .public: "public"
+        case .authenticated: "authenticated"
+        case .permission(let permission): permission
+        }
+    }
 }
 
-/// Decides whether a request may use a route that needs a permission. The identity module supplies
-/// the real one; until then ``DenyAllAuthorizer`` refuses every protected route.
-public protocol RequestAuthorizer: Sendable {
-    func authorize(_ request: Request, context: KeelRequestContext, permission: String) async throws
+/// Establishes who made a request. The identity module supplies the real one; without it
+/// ``NoIdentityAuthenticator`` refuses every protected route.
+public protocol RequestAuthenticator: Sendable {
+    /// The caller, `nil` when the request carries no credentials; throws a 401 problem for bad ones.
+    func authenticate(_ request: Request, context: KeelRequestContext) async throws -> Principal?
 }
 
-public struct DenyAllAuthorizer: RequestAuthorizer {
+public struct NoIdentityAuthenticator: RequestAuthenticator {
     public init() {}
-    public func authorize(_ request: Request, context: KeelRequestContext, permission: String) async throws {
-        throw Problem.unauthorized("This route needs the permission \(permission); no identity provider is configured to grant it.")
+    public func authenticate(_ request: Request, context: KeelRequestContext) async throws -> Principal? {
+        throw Problem.unauthorized("This route needs credentials; no identity provider is configured to check them.")
     }
 }
 
@@ -74,15 +84,33 @@ public struct RouteRegistrar: Sendable {
         entries.append((RouteDescriptor(method: method, path: path, access: access), handler))
     }
 
-    func install(on router: Router<KeelRequestContext>, authorizer: any RequestAuthorizer) {
+    func install(on router: Router<KeelRequestContext>, authenticator: any RequestAuthenticator) {
         for (route, handler) in entries {
             let access = route.access
             router.on(RouterPath(stringLiteral: route.path), method: route.method) { request, context in
-                if case .permission(let permission) = access {
-                    try await authorizer.authorize(request, context: context, permission: permission)
-                }
+                guard access != .public else { return try await handler(request, context) }
+                var context = context
+                context.principal = try await Self.authorize(request, context: context, access: access, authenticator: authenticator)
                 return try await handler(request, context)
             }
         }
+    }
+
+    /// The access rule of a route applied to a request: 401 without valid credentials, 403 without
+    /// the permission (or while a required second factor is not enrolled).
+    static func authorize(_ request: Request, context: KeelRequestContext, access: Access,
+                          authenticator: any RequestAuthenticator) async throws -> Principal {
+        guard let principal = try await authenticator.authenticate(request, context: context) else {
+            throw Problem.unauthorized("This route needs credentials: send Authorization: Bearer <token> or X-API-Key.")
+        }
+        if case .permission(let permission) = access {
+            if principal.mustEnrollSecondFactor {
+                throw Problem.forbidden("Your role requires two-factor authentication; enrol TOTP at /api/v1/me/totp first.")
+            }
+            guard principal.has(permission) else {
+                throw Problem.forbidden("This route needs the permission \(permission), which \(principal.name) does not have.")
+            }
+        }
+        return principal
     }
 }

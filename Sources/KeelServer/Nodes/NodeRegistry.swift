@@ -27,6 +27,11 @@ public struct Page<Item: Codable & Sendable>: Codable, Sendable {
     public var items: [Item]
     public var nextAfter: String?
 
+    public init(items: [Item], nextAfter: String?) {
+        self.items = items
+        self.nextAfter = nextAfter
+    }
+
     enum CodingKeys: String, CodingKey {
         case items
         case nextAfter = "next_after"

@@ -68,31 +68,3 @@ struct APIRoutes {
         return values
     }
 }
-
-/// `?limit=&after=` of list endpoints: `limit` 1–200 (default 50), `after` the last ID of the previous page.
-struct Pagination {
-    static let defaultLimit = 50
-    static let maximumLimit = 200
-
-    let limit: Int
-    let after: String?
-
-    init(_ query: Parameters, idPrefix: String) throws(Problem) {
-        var errors: [FieldError] = []
-        if let text = query.get("limit") {
-            if let value = Int(text), (1...Self.maximumLimit).contains(value) {
-                limit = value
-            } else {
-                errors.append(FieldError(field: "limit", message: "must be an integer from 1 to \(Self.maximumLimit)"))
-                limit = Self.defaultLimit
-            }
-        } else {
-            limit = Self.defaultLimit
-        }
-        after = query.get("after")
-        if let after, !KeelID.isValid(after, prefix: idPrefix) {
-            errors.append(FieldError(field: "after", message: "must be an id returned as next_after"))
-        }
-        guard errors.isEmpty else { throw Problem.invalidParameters(errors) }
-    }
-}

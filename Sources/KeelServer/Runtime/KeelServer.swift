@@ -18,15 +18,23 @@ public struct KeelServer: Sendable {
     public let nodes: NodeRegistry
     public let routes: RouteTable
     private let registrar: RouteRegistrar
-    private let authorizer: any RequestAuthorizer
+    private let authenticator: any RequestAuthenticator
+    private let modules: [any KeelModule]
+    private let moduleContext: ModuleContext
     private let logger: Logger
 
-    public init(config: KeelConfig, store: any Store, telemetry: Telemetry,
-                authorizer: any RequestAuthorizer = DenyAllAuthorizer(), clock: any KeelClock = SystemClock()) {
+    /// - Parameters:
+    ///   - modules: the capabilities this process hosts, each with its schema, routes and services.
+    ///   - authenticator: establishes callers of protected routes (the identity module's).
+    public init(config: KeelConfig, store: any Store, telemetry: Telemetry, modules: [any KeelModule] = [],
+                authenticator: any RequestAuthenticator = NoIdentityAuthenticator(), clock: any KeelClock = SystemClock()) {
         self.config = config
         self.store = store
         self.telemetry = telemetry
-        self.authorizer = authorizer
+        self.authenticator = authenticator
+        self.modules = modules
+        let limits = RequestLimits(maxBodyBytes: config.maxBodyBytes)
+        self.moduleContext = ModuleContext(config: config, store: store, limits: limits, clock: clock, readiness: readiness)
         self.logger = Logger(label: "keel")
         self.nodes = NodeRegistry(store: store, readiness: readiness, roles: config.roles,
                                   address: "\(config.host):\(config.port)", clock: clock, logger: Logger(label: "keel.nodes"))
@@ -35,8 +43,9 @@ public struct KeelServer: Sendable {
         SystemRoutes(store: store, readiness: readiness, telemetry: telemetry, node: nodes.node, clock: clock,
                      storeCheckTimeout: .seconds(2)).register(on: &registrar)
         if config.roles.contains(.api) {
-            APIRoutes(nodes: nodes, limits: RequestLimits(maxBodyBytes: config.maxBodyBytes)).register(on: &registrar)
+            APIRoutes(nodes: nodes, limits: limits).register(on: &registrar)
         }
+        for module in modules { module.register(on: &registrar, context: moduleContext) }
         self.registrar = registrar
         self.routes = registrar.table
 
@@ -64,13 +73,17 @@ public struct KeelServer: Sendable {
         let tracing = telemetry.otlpEndpoint != nil
         if tracing { router.add(middleware: TracingMiddleware(recordingHeaders: [.userAgent])) }
         router.add(middleware: ObservabilityMiddleware(routes: routes, accessLog: config.accessLog, logsCallerTrace: !tracing))
-        registrar.install(on: router, authorizer: authorizer)
+        registrar.install(on: router, authenticator: authenticator)
 
         // Shutdown runs in reverse: the server drains first, the store closes last.
         var services: [any Service] = [store]
         if let tracing = telemetry.claimTracingService() { services.append(tracing) }
-        services.append(MigrationService(store: store, readiness: readiness, logger: Logger(label: "keel.migrations")))
+        services.append(MigrationService(store: store, migrations: KeelMigrations.all + modules.flatMap(\.migrations),
+                                         readiness: readiness, prepare: { [modules, moduleContext] in
+                                             for module in modules { try await module.prepare(context: moduleContext) }
+                                         }, logger: Logger(label: "keel.migrations")))
         services.append(nodes)
+        for module in modules { services += module.services(context: moduleContext) }
 
         let logger = self.logger
         return Application(

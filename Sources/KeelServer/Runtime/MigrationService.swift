@@ -34,29 +34,37 @@ public enum KeelMigrations {
     ]
 }
 
-/// Applies migrations at start. While the store is unreachable it retries with backoff and the
-/// process stays unready; a schema this binary cannot run against stops the process.
+/// Applies migrations at start, then lets the modules prepare (bootstrap data). While the store is
+/// unreachable it retries with backoff and the process stays unready; a schema this binary cannot
+/// run against stops the process.
 struct MigrationService: Service {
     let store: any Store
+    let migrations: [Migration]
     let readiness: Readiness
+    let prepare: @Sendable () async throws -> Void
     let logger: Logger
 
     func run() async throws {
         var delay = Duration.milliseconds(250)
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             do {
-                let applied = try await store.migrate(KeelMigrations.all)
+                let applied = try await store.migrate(migrations)
+                try await prepare()
                 readiness.update(.applied)
                 logger.info("store schema is current", metadata: ["applied_now": "\(applied.count)", "store": "\(store.location)"])
                 // A service that returns would stop the whole group; this one stays until shutdown.
                 try? await gracefulShutdown()
                 return
-            } catch .migration(let reason) {
+            } catch let error as FatalStartupError {
+                readiness.update(.failed(error.description))
+                logger.critical("cannot start", metadata: ["error": "\(error.description)"])
+                throw error
+            } catch StoreError.migration(let reason) {
                 readiness.update(.failed(reason))
                 logger.critical("cannot migrate the store", metadata: ["error": "\(reason)"])
                 throw StoreError.migration(reason)
             } catch {
-                readiness.update(.pending(error.description))
+                readiness.update(.pending(String(describing: error)))
                 logger.warning("store not reachable; retrying migrations", metadata: ["error": "\(error)", "retry_in": "\(delay)"])
                 try? await Task.sleep(for: delay)
                 delay = min(delay * 2, .seconds(10))

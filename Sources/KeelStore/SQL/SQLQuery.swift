@@ -38,7 +38,19 @@ public struct SQLQuery: Sendable, ExpressibleByStringInterpolation, CustomString
             parts.append(.sql(literal))
         }
 
+        /// SQL text from a literal in the source (a column list, say); never from input, which the
+        /// `StaticString` type guarantees.
+        public mutating func appendInterpolation(unsafeRaw text: StaticString) {
+            parts.append(.sql(text.description))
+        }
+
         public mutating func appendInterpolation(_ value: some SQLBindable) {
+            binds.append(value.sqlValue)
+            parts.append(.bind(binds.count))
+        }
+
+        /// `nil` binds SQL `NULL`.
+        public mutating func appendInterpolation<Value: SQLBindable>(_ value: Value?) {
             binds.append(value.sqlValue)
             parts.append(.bind(binds.count))
         }
