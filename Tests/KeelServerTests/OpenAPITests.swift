@@ -11,7 +11,9 @@ import Testing
         var permission: String?
     }
 
-    @Test func documentMatchesTheRoutesOfAllRoles() async throws {
+    /// Every route this server registers is documented with its access rule. (The whole document,
+    /// modules included, is held to the whole route table in KeelIdentityTests.)
+    @Test func documentCoversTheCoreRoutesOfAllRoles() async throws {
         let document = try #require(try JSONSerialization.jsonObject(with: Data(OpenAPIDocument.bytes)) as? [String: Any])
         #expect(document["openapi"] as? String == "3.1.0")
         let paths = try #require(document["paths"] as? [String: [String: Any]])
@@ -29,7 +31,6 @@ import Testing
             let registered = Set(server.routes.routes.map { "\($0.method.rawValue) \($0.path)" })
             let known = Set(documented.keys)
             #expect(registered.subtracting(known).isEmpty, "routes missing from openapi.json: \(registered.subtracting(known).sorted())")
-            #expect(known.subtracting(registered).isEmpty, "documented but not registered: \(known.subtracting(registered).sorted())")
 
             // Protected routes name their permission; public ones opt out of the bearer requirement.
             for route in server.routes.routes {

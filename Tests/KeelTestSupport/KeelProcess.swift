@@ -122,6 +122,16 @@ public final class PythonHelper: @unchecked Sendable {
         }
     }
 
+    /// Waits for the helper to exit on its own and returns its status.
+    public func waitForExit(timeout: Duration = .seconds(30)) async throws -> Int32 {
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning {
+            guard ContinuousClock.now < deadline else { throw TestSetupError("python helper did not exit:\n\(output)") }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return process.terminationStatus
+    }
+
     /// Kills the helper and waits (briefly) until it is gone. Polls instead of `waitUntilExit()`,
     /// which can block forever when called from a concurrency thread.
     public func stop() {
