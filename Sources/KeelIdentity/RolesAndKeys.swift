@@ -105,7 +105,9 @@ extension IdentityService {
             errors.append(FieldError(field: "name", message: "must be 1-64 characters of a-z, 0-9, '_' or '-', starting with a letter"))
         }
         errors += permissionErrors(input.permissions)
-        if (input.description ?? "").count > 500 { errors.append(FieldError(field: "description", message: "must be at most 500 characters")) }
+        if let description = input.description, description.count > 500 || description.containsControlCharacters {
+            errors.append(FieldError(field: "description", message: "must be at most 500 characters, without control characters"))
+        }
         guard errors.isEmpty else { throw Problem.validation("The role is invalid.", errors: errors) }
         try checkHolds(input.permissions, caller: caller)
         let now = clock.now()
@@ -179,7 +181,9 @@ extension IdentityService {
     public func createAPIKey(_ input: NewAPIKey, caller: Principal?, actor: AuditActor) async throws -> APIKeyRecord {
         var errors: [FieldError] = []
         let name = input.name.trimmingCharacters(in: .whitespacesAndNewlines)
-        if name.isEmpty || name.count > 100 { errors.append(FieldError(field: "name", message: "must be 1-100 characters")) }
+        if name.isEmpty || name.count > 100 || name.containsControlCharacters {
+            errors.append(FieldError(field: "name", message: "must be 1-100 characters, without control characters"))
+        }
         if input.permissions.isEmpty { errors.append(FieldError(field: "permissions", message: "must list at least one permission")) }
         errors += permissionErrors(input.permissions)
         let now = clock.now()

@@ -95,6 +95,7 @@ extension IdentityService {
             errors.append(FieldError(field: "kind", message: "must be \"user\" or \"service_account\""))
         }
         if name.count > 200 { errors.append(FieldError(field: "name", message: "must be at most 200 characters")) }
+        if name.containsControlCharacters { errors.append(FieldError(field: "name", message: "must not contain control characters")) }
         let roles = input.roles ?? (kind == UserState.userKind ? [BuiltInRoles.viewer] : [])
         errors += try await roleErrors(roles)
         guard errors.isEmpty else { throw Problem.validation("The user is invalid.", errors: errors) }
@@ -152,8 +153,8 @@ extension IdentityService {
         }
         try await checkMayManage(target, caller: caller)
         var errors: [FieldError] = []
-        if let name = change.name, name.trimmingCharacters(in: .whitespaces).isEmpty || name.count > 200 {
-            errors.append(FieldError(field: "name", message: "must be 1-200 characters"))
+        if let name = change.name, name.trimmingCharacters(in: .whitespaces).isEmpty || name.count > 200 || name.containsControlCharacters {
+            errors.append(FieldError(field: "name", message: "must be 1-200 characters, without control characters"))
         }
         if let roles = change.roles { errors += try await roleErrors(roles) }
         guard errors.isEmpty else { throw Problem.validation("The change is invalid.", errors: errors) }
@@ -343,5 +344,12 @@ extension IdentityService {
             """)
         guard let row = rows.first else { throw Problem.notFound("No user or service account is \(reference).") }
         return try row.string("id")
+    }
+}
+
+extension String {
+    /// Control characters other than tab and newline, which have no place in names.
+    var containsControlCharacters: Bool {
+        unicodeScalars.contains { $0.properties.generalCategory == .control && $0 != "\n" && $0 != "\t" }
     }
 }

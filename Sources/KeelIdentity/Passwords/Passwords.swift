@@ -52,6 +52,7 @@ struct PasswordPolicy: Sendable {
     /// Why `password` is refused, or `nil` when it is acceptable.
     func violation(_ password: String, email: String?) -> String? {
         if password.count < minimumLength { return "must be at least \(minimumLength) characters long" }
+        if password.utf8.contains(0) { return "must not contain NUL characters" }
         if password.utf8.count > 72 { return "must be at most 72 bytes (bcrypt ignores anything longer)" }
         let lowered = password.lowercased()
         if common.contains(lowered) { return "is one of the most common passwords; choose another" }

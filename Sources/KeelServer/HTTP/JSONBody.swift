@@ -33,6 +33,10 @@ extension Request {
         } catch {
             throw Problem.malformedJSON("The body is not valid JSON.")
         }
+        if data.containsEscapedNUL {
+            throw Problem.validation("Text in the body must not contain NUL characters.",
+                                     errors: [FieldError(field: "", message: "must not contain \\u0000")])
+        }
         do {
             return try JSONDecoder.keel().decode(Value.self, from: data)
         } catch let error as DecodingError {
@@ -77,5 +81,23 @@ extension Response {
     public static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
         let data = try JSONEncoder.keel().encode(value)
         return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
+
+extension Data {
+    /// Whether the JSON text has a `\u0000` escape (an escaped backslash followed by `u0000` is not
+    /// one); raw NUL bytes are not valid JSON and were refused already.
+    var containsEscapedNUL: Bool {
+        let bytes = [UInt8](self)
+        let pattern = Array("u0000".utf8)
+        var index = 0
+        while index < bytes.count {
+            guard bytes[index] == UInt8(ascii: "\\") else { index += 1; continue }
+            guard index + 1 < bytes.count else { return false }
+            if bytes[index + 1] == UInt8(ascii: "\\") { index += 2; continue }
+            if index + 6 <= bytes.count, Array(bytes[(index + 1)..<(index + 6)]) == pattern { return true }
+            index += 2
+        }
+        return false
     }
 }

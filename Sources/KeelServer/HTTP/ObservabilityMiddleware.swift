@@ -42,6 +42,12 @@ struct ObservabilityMiddleware: RouterMiddleware {
 
         var response: Response
         do {
+            // No store keeps NUL characters (PostgreSQL refuses them, SQLite cuts text at them), so
+            // they are refused at the edge rather than half-stored.
+            if request.uri.description.utf8.containsPercentEncodedNUL {
+                throw Problem(status: .badRequest, slug: "invalid-characters", title: "Invalid characters",
+                              detail: "The request URI contains a NUL character (%00).")
+            }
             response = try await next(request, context)
         } catch {
             response = problem(for: error, request: request, context: context)
@@ -129,6 +135,23 @@ struct ObservabilityMiddleware: RouterMiddleware {
 extension HTTPField.Name {
     static let xRequestID = HTTPField.Name("X-Request-ID")!
     static let traceparent = HTTPField.Name("traceparent")!
+}
+
+extension String.UTF8View {
+    /// `%00` anywhere, in either case.
+    var containsPercentEncodedNUL: Bool {
+        var iterator = makeIterator()
+        var state = 0
+        while let byte = iterator.next() {
+            switch (state, byte) {
+            case (_, UInt8(ascii: "%")): state = 1
+            case (1, UInt8(ascii: "0")): state = 2
+            case (2, UInt8(ascii: "0")): return true
+            default: state = 0
+            }
+        }
+        return false
+    }
 }
 
 private extension UInt8 {
