@@ -42,7 +42,8 @@ struct IdentityUpkeep: Service {
     let interval = Duration.seconds(10)
 
     func run() async throws {
-        await readiness.waitUntilMigrated()
+        // Without a schema there is nothing to do; wait for the stop the failed migration causes.
+        guard await readiness.waitUntilMigrated() else { try? await gracefulShutdown(); return }
         await cancelWhenGracefulShutdown {
             var rounds = 0
             while !Task.isCancelled {

@@ -24,6 +24,9 @@ struct Keel: AsyncParsableCommand {
         } catch let error as ConfigError {
             FileHandle.standardError.write(Data("keel: \(error)\n".utf8))
             Foundation.exit(2)
+        } catch let error as FatalStartupError {
+            FileHandle.standardError.write(Data("keel: \(error.description)\n".utf8))
+            Foundation.exit(2)
         } catch let problem as Problem {
             // The identity commands share the API's rules and report its problems.
             var message = "keel: \(problem.detail)"

@@ -137,7 +137,7 @@ import Testing
         try await withLiveServer(.sqlite) { client, _ in
             let response = try await client.execute(uri: "/api/v1/nodes", method: .get)
             #expect(response.status == .unauthorized)
-            #expect(response.headers[.wwwAuthenticate] == "Bearer")
+            #expect(response.headers[.wwwAuthenticate] == "Bearer realm=\"keel\"")
             #expect(response.json["type"] as? String == "https://keel.dev/problems/unauthorized")
         }
     }

@@ -4,6 +4,8 @@ import Foundation
 public final class KeelProcess: @unchecked Sendable {
     public let process = Process()
     public let directory: String
+    /// Whether this process made `directory` (and so removes it when done).
+    private let ownsDirectory: Bool
     private let stdoutPath: String
     private let stderrPath: String
 
@@ -26,6 +28,7 @@ public final class KeelProcess: @unchecked Sendable {
     /// environment (no inherited `KEEL_*`).
     public init(_ arguments: [String], environment: [String: String] = [:], directory: String? = nil) throws {
         self.directory = directory ?? (NSTemporaryDirectory() + "keel-proc-" + UUID().uuidString)
+        self.ownsDirectory = directory == nil
         try FileManager.default.createDirectory(atPath: self.directory, withIntermediateDirectories: true)
         stdoutPath = self.directory + "/stdout.log"
         stderrPath = self.directory + "/stderr.log"
@@ -88,7 +91,7 @@ public final class KeelProcess: @unchecked Sendable {
 
     deinit {
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        try? FileManager.default.removeItem(atPath: directory)
+        if ownsDirectory { try? FileManager.default.removeItem(atPath: directory) }
     }
 }
 

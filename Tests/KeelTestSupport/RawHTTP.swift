@@ -47,9 +47,24 @@ public final class RawConnection: @unchecked Sendable {
     /// A GET with exactly `headers` (an instrumented client in the test process would add its own
     /// `traceparent`); returns the whole response once the server closes the connection.
     public static func get(port: Int, path: String, headers: [String: String]) throws -> String {
+        try exchange(port: port, method: "GET", path: path, headers: headers, body: nil)
+    }
+
+    /// Any request; returns the status code and the body.
+    public static func request(port: Int, method: String, path: String, headers: [String: String] = [:],
+                               body: String? = nil) throws -> (status: Int, body: String) {
+        let response = try exchange(port: port, method: method, path: path, headers: headers, body: body)
+        let status = response.split(separator: " ", maxSplits: 2).dropFirst().first.flatMap { Int($0) } ?? 0
+        let content = response.range(of: "\r\n\r\n").map { String(response[$0.upperBound...]) } ?? ""
+        return (status, content)
+    }
+
+    private static func exchange(port: Int, method: String, path: String, headers: [String: String], body: String?) throws -> String {
         let connection = try RawConnection(port: port)
+        var headers = headers
+        if let body { headers["Content-Length"] = String(body.utf8.count) }
         let lines = headers.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)\r\n" }.joined()
-        try connection.send("GET \(path) HTTP/1.1\r\nHost: x\r\n\(lines)Connection: close\r\n\r\n")
+        try connection.send("\(method) \(path) HTTP/1.1\r\nHost: x\r\n\(lines)Connection: close\r\n\r\n" + (body ?? ""))
         return connection.readAll()
     }
 

@@ -67,7 +67,8 @@ public final class NodeRegistry: Service {
     }
 
     public func run() async throws {
-        await readiness.waitUntilMigrated()
+        // Without a schema there is nothing to do; wait for the stop the failed migration causes.
+        guard await readiness.waitUntilMigrated() else { try? await gracefulShutdown(); return }
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 do {

@@ -18,7 +18,7 @@ extension KeelServer {
         let roles = config.roles.sorted().map(\.rawValue).joined(separator: ",")
         let application = makeApplication { port in
             Task {
-                await readiness.waitUntilMigrated()
+                guard await readiness.waitUntilMigrated() else { return }
                 let elapsed = ContinuousClock.now - processStart
                 logger.info("ready", metadata: [
                     "port": "\(port)", "roles": "\(roles)", "store": "\(store.location)",

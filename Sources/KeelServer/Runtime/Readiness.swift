@@ -11,7 +11,7 @@ public final class Readiness: Sendable {
 
     private struct State {
         var migrations = Migrations.pending("not started")
-        var waiters: [CheckedContinuation<Void, Never>] = []
+        var waiters: [CheckedContinuation<Bool, Never>] = []
     }
 
     private let state = Mutex(State())
@@ -21,23 +21,31 @@ public final class Readiness: Sendable {
     public var migrations: Migrations { state.withLock { $0.migrations } }
 
     public func update(_ migrations: Migrations) {
-        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+        let waiters = state.withLock { state -> [CheckedContinuation<Bool, Never>] in
             state.migrations = migrations
-            guard migrations == .applied else { return [] }
+            if case .pending = migrations { return [] }
             defer { state.waiters = [] }
             return state.waiters
         }
-        for waiter in waiters { waiter.resume() }
+        let applied = migrations == .applied
+        for waiter in waiters { waiter.resume(returning: applied) }
     }
 
-    public func waitUntilMigrated() async {
+    /// Waits until migrations are settled: `true` once applied, `false` when they failed (the process
+    /// is stopping), so that waiting services end instead of hanging the shutdown.
+    @discardableResult
+    public func waitUntilMigrated() async -> Bool {
         await withCheckedContinuation { continuation in
-            let ready = state.withLock { state in
-                if state.migrations == .applied { return true }
-                state.waiters.append(continuation)
-                return false
+            let settled = state.withLock { state -> Bool? in
+                switch state.migrations {
+                case .applied: return true
+                case .failed: return false
+                case .pending:
+                    state.waiters.append(continuation)
+                    return nil
+                }
             }
-            if ready { continuation.resume() }
+            if let settled { continuation.resume(returning: settled) }
         }
     }
 }
