@@ -59,8 +59,9 @@ def rss_mb(pid):
         return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1)) / 1024
 
 
-def wrk(url, duration):
-    output = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", "-c64", f"-d{duration}s", "--latency", url],
+def wrk(url, duration, headers=()):
+    flags = [flag for header in headers for flag in ("-H", header)]
+    output = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", "-c64", f"-d{duration}s", "--latency", *flags, url],
                             capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
     value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", output).groups()
@@ -73,6 +74,21 @@ def wrk(url, duration):
 
 def keel_command(binary, port, data_dir):
     return [binary, "up", "--port", str(port), "--data-dir", data_dir]
+
+
+BENCH_ADMIN = {"KEEL_ADMIN_EMAIL": "bench@example.com", "KEEL_ADMIN_PASSWORD": "bench-admin-passphrase-1"}
+
+
+def bearer_token(name, port):
+    """A valid access token for the server's protected endpoint: Keel's login, or the peer's /token."""
+    if name.startswith("keel"):
+        body = json.dumps({"email": BENCH_ADMIN["KEEL_ADMIN_EMAIL"], "password": BENCH_ADMIN["KEEL_ADMIN_PASSWORD"]}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/auth/login", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)["access_token"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/token", timeout=10) as response:
+        return response.read().decode()
 
 
 def main():
@@ -102,23 +118,31 @@ def main():
     stop(process)
 
     servers = {
-        "keel": lambda p: start(keel_command(keel, p, f"{scratch}/keel{p}")),
-        "keel (access log off)": lambda p: start(keel_command(keel, p, f"{scratch}/keel{p}"), env={"KEEL_ACCESS_LOG": "false"}),
+        "keel": lambda p: start(keel_command(keel, p, f"{scratch}/keel{p}"), env=BENCH_ADMIN),
+        "keel (access log off)": lambda p: start(keel_command(keel, p, f"{scratch}/keel{p}"), env={"KEEL_ACCESS_LOG": "false", **BENCH_ADMIN}),
         "fastapi": lambda p: start([sys.executable, "-m", "uvicorn", "peer_fastapi:app", "--host", "127.0.0.1", "--port", str(p),
                                     "--workers", "1", "--no-access-log", "--log-level", "warning"],
                                    env={"BENCH_STATUS_BODY": status_body.decode()}, cwd=HERE),
         "node": lambda p: start(["node", os.path.join(HERE, "peer_node.js")], env={"BENCH_STATUS_BODY": status_body.decode(), "PORT": str(p)}),
     }
     results = {}
+    # /api/v1/me needs a bearer token (verified, then the caller described); /api/v1/status is public.
+    AUTHENTICATED = "/api/v1/me"
+    PATHS = ["/healthz", "/api/v1/status", AUTHENTICATED]
     for round_number in range(args.rounds):
         for name, launch in servers.items():
             port = free_port()
             process = launch(port)
-            wait_ok(f"http://127.0.0.1:{port}/healthz")
-            for path in ["/healthz", "/api/v1/status"]:
+            wait_ok(f"http://127.0.0.1:{port}/readyz" if name.startswith("keel") else f"http://127.0.0.1:{port}/healthz")
+            for path in PATHS:
+                headers = ()
+                if path == AUTHENTICATED:
+                    if name == "node":
+                        continue
+                    headers = (f"Authorization: Bearer {bearer_token(name, port)}",)
                 url = f"http://127.0.0.1:{port}{path}"
-                wrk(url, 2)  # warm-up
-                results.setdefault((name, path), []).append(wrk(url, args.duration))
+                wrk(url, 2, headers)  # warm-up
+                results.setdefault((name, path), []).append(wrk(url, args.duration, headers))
             stop(process)
     shutil.rmtree(scratch, ignore_errors=True)
 
@@ -131,10 +155,16 @@ def main():
     print("| server | endpoint | req/s | p99 ms | vs FastAPI | vs Node |")
     print("|---|---|---:|---:|---:|---:|")
     for name in servers:
-        for path in ["/healthz", "/api/v1/status"]:
+        for path in PATHS:
+            if (name, path) not in results:
+                continue
             rps, p99 = median(name, path, 0), median(name, path, 1)
-            print(f"| {name} | {path} | {rps:,.0f} | {p99:.2f} | {rps / median('fastapi', path, 0):.1f}x | {rps / median('node', path, 0):.2f}x |")
+            vs_node = f"{rps / median('node', path, 0):.2f}x" if ("node", path) in results else "-"
+            print(f"| {name} | {path} | {rps:,.0f} | {p99:.2f} | {rps / median('fastapi', path, 0):.1f}x | {vs_node} |")
     print()
+    for name in ["keel", "keel (access log off)"]:
+        kept = median(name, AUTHENTICATED, 0) / median(name, "/api/v1/status", 0)
+        print(f"{name}: authenticated {AUTHENTICATED} keeps {kept:.0%} of public /api/v1/status req/s.")
     print(f"Keel start to /readyz 200 on an empty SQLite store: median {statistics.median(startups):.0f} ms (runs: {', '.join(f'{s:.0f}' for s in startups)}).")
     print(f"Keel idle resident memory after start: median {statistics.median(idle):.1f} MB (runs: {', '.join(f'{m:.1f}' for m in idle)}).")
 

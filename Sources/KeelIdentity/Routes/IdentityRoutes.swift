@@ -70,7 +70,8 @@ struct IdentityRoutes {
         let (identity, limits) = (self.identity, self.limits)
         routes.add(.get, "/api/v1/me", access: .authenticated) { _, context in
             let principal = try context.requirePrincipal()
-            let user = principal.kind == .external ? nil : try? await identity.user(id: principal.subject)
+            // The state authentication just read (cached for seconds), not another query per call.
+            let user = principal.kind == .external ? nil : try await identity.userState(id: principal.subject)?.record
             return try .json(Me(principal: principal, user: user))
         }
         routes.add(.post, "/api/v1/me/password", access: .authenticated) { request, context in
