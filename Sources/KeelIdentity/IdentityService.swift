@@ -29,6 +29,8 @@ public final class IdentityService: RequestAuthenticator, Sendable {
     let userCache = ExpiringCache<String, UserState?>(ttl: cacheTTL)
     let sessionCache = ExpiringCache<String, Bool>(ttl: cacheTTL)
     let roleCache = ExpiringCache<String, [String: RoleRecord]>(ttl: cacheTTL, capacity: 1)
+    /// Permissions of a combination of roles, by the roles joined with commas.
+    let permissionCache = ExpiringCache<String, (permissions: Set<String>, requiresTOTP: Bool)>(ttl: cacheTTL, capacity: 1000)
     let apiKeyCache = ExpiringCache<String, APIKeyRecord?>(ttl: cacheTTL)
     let keyLastUsedWrites = ExpiringCache<String, Bool>(ttl: 60)
 
@@ -75,15 +77,14 @@ public final class IdentityService: RequestAuthenticator, Sendable {
         let credential: String
         let viaAPIKeyHeader: Bool
         if let header = request.headers[.authorization] {
-            let parts = header.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
-            guard parts.count == 2, parts[0].lowercased() == "bearer" else {
+            guard let token = Self.bearerToken(header) else {
                 metrics.verification(kind: "unknown", outcome: "malformed")
                 throw Problem.unauthorized("The Authorization header must be \"Bearer <token>\".", error: "invalid_request")
             }
-            credential = parts[1].trimmingCharacters(in: .whitespaces)
+            credential = token
             viaAPIKeyHeader = false
         } else if let key = request.headers[.xAPIKey] {
-            credential = key.trimmingCharacters(in: .whitespaces)
+            credential = String(key.trimmingSpaces)
             viaAPIKeyHeader = true
         } else {
             return nil
@@ -97,7 +98,20 @@ public final class IdentityService: RequestAuthenticator, Sendable {
         return try await authenticateBearer(credential)
     }
 
+    /// The token of `Bearer <token>` (scheme in any case), without Foundation's slow string paths:
+    /// this runs on every protected request.
+    static func bearerToken(_ header: String) -> String? {
+        let trimmed = header.trimmingSpaces
+        guard trimmed.utf8.count > 7 else { return nil }
+        let scheme = trimmed.utf8.prefix(6)
+        guard zip(scheme, "bearer".utf8).allSatisfy({ $0 | 0x20 == $1 }), trimmed.utf8.dropFirst(6).first == UInt8(ascii: " ") else { return nil }
+        let token = trimmed.dropFirst(7).trimmingSpaces
+        return token.isEmpty || token.utf8.contains(UInt8(ascii: " ")) ? nil : String(token)
+    }
+
     func authenticateBearer(_ token: String) async throws -> Principal {
+        // A token this replica verified before is Keel's own: skip parsing it to find its issuer.
+        if let claims = tokens.cachedClaims(token) { return try await principal(for: claims) }
         let peek: JWTHeaderPeek
         do {
             peek = try JWTHeaderPeek(token)
@@ -132,6 +146,15 @@ public final class IdentityService: RequestAuthenticator, Sendable {
             metrics.verification(kind: "access_token", outcome: "invalid")
             throw Problem.unauthorized("The access token was refused: \(error.reason).", error: "invalid_token")
         }
+        return try await principal(for: claims)
+    }
+
+    /// The caller behind verified claims, if the account and the session still stand.
+    func principal(for claims: AccessClaims) async throws -> Principal {
+        guard Double(claims.exp) > clock.now().timeIntervalSince1970 else {
+            metrics.verification(kind: "access_token", outcome: "invalid")
+            throw Problem.unauthorized("The access token was refused: the token has expired.", error: "invalid_token")
+        }
         guard let user = try await userState(id: claims.sub), !user.record.disabled else {
             metrics.verification(kind: "access_token", outcome: "revoked")
             throw Problem.unauthorized("The account of this token is disabled or deleted.", error: "invalid_token")
@@ -141,7 +164,7 @@ public final class IdentityService: RequestAuthenticator, Sendable {
             throw Problem.unauthorized("The session of this token has ended; sign in again.", error: "invalid_token")
         }
         let (permissions, requiresTOTP) = try await permissions(for: user.record.roles)
-        metrics.verification(kind: "access_token", outcome: "valid")
+        metrics.validAccessToken.increment()
         return Principal(kind: user.isServiceAccount ? .serviceAccount : .user, subject: user.id, name: user.displayName,
                          roles: user.record.roles, permissions: permissions, credentialID: claims.sid,
                          mustEnrollSecondFactor: requiresTOTP && !user.record.totpEnabled)
@@ -177,7 +200,7 @@ public final class IdentityService: RequestAuthenticator, Sendable {
         // A key never grants more than its owner currently holds.
         let (ownerPermissions, _) = try await permissions(for: owner.record.roles)
         noteKeyUse(record.id, now: now)
-        metrics.verification(kind: "api_key", outcome: "valid")
+        metrics.validAPIKey.increment()
         return Principal(kind: .apiKey, subject: owner.id, name: record.name, roles: owner.record.roles,
                          permissions: Set(record.permissions).intersection(ownerPermissions), credentialID: record.id)
     }
@@ -220,6 +243,9 @@ public final class IdentityService: RequestAuthenticator, Sendable {
 
     /// The union of the roles' permissions, and whether any of them requires TOTP.
     func permissions(for roleNames: [String]) async throws -> (Set<String>, requiresTOTP: Bool) {
+        let key = roleNames.joined(separator: ",")
+        let now = clock.now()
+        if let cached = permissionCache.value(for: key, now: now) { return cached }
         let roles = try await allRoles()
         var permissions = Set<String>()
         var requiresTOTP = false
@@ -228,7 +254,14 @@ public final class IdentityService: RequestAuthenticator, Sendable {
             permissions.formUnion(role.permissions)
             requiresTOTP = requiresTOTP || role.requireTOTP
         }
+        permissionCache.store((permissions, requiresTOTP), for: key, now: now)
         return (permissions, requiresTOTP)
+    }
+
+    /// Forgets roles and the permissions derived from them after a role changed.
+    func forgetRoles() {
+        roleCache.removeAll()
+        permissionCache.removeAll()
     }
 
     /// Forgets what this replica cached about a user and its sessions after a change.
@@ -267,6 +300,9 @@ extension UInt8 {
 /// in the metrics registry.
 final class IdentityMetrics: Sendable {
     private let counters = Mutex<[String: Counter]>([:])
+    /// The outcomes of almost every request, kept apart from the lookup above.
+    let validAccessToken = Counter(label: "keel_auth_token_verifications_total", dimensions: [("kind", "access_token"), ("outcome", "valid")])
+    let validAPIKey = Counter(label: "keel_auth_token_verifications_total", dimensions: [("kind", "api_key"), ("outcome", "valid")])
 
     private func counter(_ label: String, _ dimensions: [(String, String)]) -> Counter {
         let key = label + dimensions.map { "|" + $0.1 }.joined()
@@ -301,5 +337,14 @@ extension IdentityService {
     public func prepareForCommandLine() async throws {
         try await ensureBuiltInRoles()
         try await keys.prepare()
+    }
+}
+
+extension StringProtocol {
+    /// Without leading and trailing spaces and tabs.
+    var trimmingSpaces: SubSequence {
+        let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" }
+        guard let start = firstIndex(where: { !isSpace($0) }), let end = lastIndex(where: { !isSpace($0) }) else { return self[endIndex...] }
+        return self[start...end]
     }
 }

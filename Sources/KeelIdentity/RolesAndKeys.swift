@@ -87,7 +87,7 @@ extension IdentityService {
                 ON CONFLICT (name) DO UPDATE SET description = excluded.description, permissions = excluded.permissions, builtin = excluded.builtin
                 """)
         }
-        roleCache.removeAll()
+        forgetRoles()
     }
 
     public func listRoles() async throws -> [RoleRecord] {
@@ -140,7 +140,7 @@ extension IdentityService {
             UPDATE keel_roles SET description = \(change.description ?? current.description), permissions = \(permissions),
                 require_totp = \(change.requireTOTP ?? current.requireTOTP), updated_at = \(clock.now()) WHERE name = \(name)
             """)
-        roleCache.removeAll()
+        forgetRoles()
         try await audit.record("role.update", actor: actor, target: name, detail: [
             "permissions_before": current.permissions.joined(separator: ","),
             "permissions_after": (change.permissions ?? current.permissions).sorted().joined(separator: ","),
@@ -156,7 +156,7 @@ extension IdentityService {
         let holders = try await store.query("SELECT roles FROM keel_users").filter { (try? decodeList(try $0.string("roles")).contains(name)) == true }
         if !holders.isEmpty { throw Problem.conflict("\(holders.count) account(s) still hold the role \(name); take it away from them first.") }
         try await store.execute("DELETE FROM keel_roles WHERE name = \(name)")
-        roleCache.removeAll()
+        forgetRoles()
         try await audit.record("role.delete", actor: actor, target: name)
     }
 

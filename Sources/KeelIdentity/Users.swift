@@ -304,7 +304,7 @@ extension IdentityService {
     }
 
     func freshRoles() async throws -> [String: RoleRecord] {
-        roleCache.removeAll()
+        forgetRoles()
         return try await allRoles()
     }
 

@@ -21,6 +21,11 @@ import Testing
             #expect(me["roles"] as? [String] == ["admin"])
             #expect((me["permissions"] as? [String])?.contains("users:write") == true)
             #expect((me["user"] as? [String: Any])?["email"] as? String == IdentityHarness.adminEmail)
+
+            let metrics = try await keel.call(.get, "/metrics").text
+            #expect(metrics.contains(#"keel_auth_logins_total{outcome="success"}"#))
+            #expect(metrics.contains(#"keel_auth_token_verifications_total{kind="access_token",outcome="valid"}"#))
+            #expect(!metrics.contains(access))
         }
     }
 

@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import KeelCore
 import KeelServer
+import NIOCore
 
 /// The identity API: sign-in and sessions, the caller itself, users, roles, API keys, trusted
 /// issuers, signing keys, the audit log, and the discovery documents other services read.
@@ -135,8 +136,10 @@ struct IdentityRoutes {
 
     private func registerRoles(on routes: inout RouteRegistrar) {
         let (identity, limits) = (self.identity, self.limits)
+        // The catalog is fixed for the life of the binary: encoded once.
+        let catalog = ByteBuffer(bytes: (try? JSONEncoder.keel().encode(["items": Permissions.catalog.map { ["name": $0.name, "summary": $0.summary] }])) ?? Data())
         routes.add(.get, "/api/v1/permissions", access: .permission("roles:read")) { _, _ in
-            try .json(["items": Permissions.catalog.map { ["name": $0.name, "summary": $0.summary] }])
+            Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: catalog))
         }
         routes.add(.get, "/api/v1/roles", access: .permission("roles:read")) { _, _ in
             try .json(["items": try await identity.listRoles()])

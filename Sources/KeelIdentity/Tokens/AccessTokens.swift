@@ -99,6 +99,11 @@ final class AccessTokens: Sendable {
         return claims
     }
 
+    /// The claims of a token verified before (still to be checked for expiry), or `nil`.
+    func cachedClaims(_ token: String) -> AccessClaims? {
+        cache.withLock { $0[token] }
+    }
+
     /// Drops every cached verification, so revocations apply to the very next request.
     func forgetAll() {
         cache.withLock { $0.removeAll() }
