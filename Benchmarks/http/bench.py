@@ -112,22 +112,30 @@ def main():
         idle.append(rss_mb(process.pid))
         stop(process)
 
+    # The peers serve Keel's own bodies, so every server sends the same bytes.
     port = free_port()
-    process = start(keel_command(keel, port, f"{scratch}/body"))
+    process = start(keel_command(keel, port, f"{scratch}/body"), env=BENCH_ADMIN)
     status_body = wait_ok(f"http://127.0.0.1:{port}/api/v1/status")
+    wait_ok(f"http://127.0.0.1:{port}/readyz")
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/permissions",
+                                     headers={"Authorization": f"Bearer {bearer_token('keel', port)}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        permissions_body = response.read()
     stop(process)
+    peer_env = {"BENCH_STATUS_BODY": status_body.decode(), "BENCH_PERMISSIONS_BODY": permissions_body.decode()}
 
     servers = {
         "keel": lambda p: start(keel_command(keel, p, f"{scratch}/keel{p}"), env=BENCH_ADMIN),
         "keel (access log off)": lambda p: start(keel_command(keel, p, f"{scratch}/keel{p}"), env={"KEEL_ACCESS_LOG": "false", **BENCH_ADMIN}),
         "fastapi": lambda p: start([sys.executable, "-m", "uvicorn", "peer_fastapi:app", "--host", "127.0.0.1", "--port", str(p),
                                     "--workers", "1", "--no-access-log", "--log-level", "warning"],
-                                   env={"BENCH_STATUS_BODY": status_body.decode()}, cwd=HERE),
-        "node": lambda p: start(["node", os.path.join(HERE, "peer_node.js")], env={"BENCH_STATUS_BODY": status_body.decode(), "PORT": str(p)}),
+                                   env=peer_env, cwd=HERE),
+        "node": lambda p: start(["node", os.path.join(HERE, "peer_node.js")], env={**peer_env, "PORT": str(p)}),
     }
     results = {}
-    # /api/v1/me needs a bearer token (verified, then the caller described); /api/v1/status is public.
-    AUTHENTICATED = "/api/v1/me"
+    # /api/v1/permissions needs a bearer token (roles:read) and sends a fixed body, as public /api/v1/status does:
+    # the difference between the two is the cost of authentication.
+    AUTHENTICATED = "/api/v1/permissions"
     PATHS = ["/healthz", "/api/v1/status", AUTHENTICATED]
     for round_number in range(args.rounds):
         for name, launch in servers.items():
@@ -151,7 +159,7 @@ def main():
 
     cpu = re.search(r"model name\s+:\s+(.*)", open("/proc/cpuinfo").read()).group(1)
     print(f"Machine: {cpu}, {os.cpu_count()} cores; server on CPU 0, wrk on CPU 1 (-t1 -c64, {args.duration}s x {args.rounds} rounds, medians).")
-    print(f"Status body: {len(status_body)} bytes.\n")
+    print(f"Bodies: /api/v1/status {len(status_body)} bytes, /api/v1/permissions {len(permissions_body)} bytes.\n")
     print("| server | endpoint | req/s | p99 ms | vs FastAPI | vs Node |")
     print("|---|---|---:|---:|---:|---:|")
     for name in servers:
@@ -164,7 +172,8 @@ def main():
     print()
     for name in ["keel", "keel (access log off)"]:
         kept = median(name, AUTHENTICATED, 0) / median(name, "/api/v1/status", 0)
-        print(f"{name}: authenticated {AUTHENTICATED} keeps {kept:.0%} of public /api/v1/status req/s.")
+        print(f"{name}: authenticated {AUTHENTICATED} keeps {kept:.0%} of public /api/v1/status req/s; "
+              f"{median(name, AUTHENTICATED, 0) / median('fastapi', AUTHENTICATED, 0):.1f}x FastAPI + PyJWT.")
     print(f"Keel start to /readyz 200 on an empty SQLite store: median {statistics.median(startups):.0f} ms (runs: {', '.join(f'{s:.0f}' for s in startups)}).")
     print(f"Keel idle resident memory after start: median {statistics.median(idle):.1f} MB (runs: {', '.join(f'{m:.1f}' for m in idle)}).")
 

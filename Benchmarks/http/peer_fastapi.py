@@ -1,5 +1,5 @@
 """FastAPI peer for the HTTP benchmark: the same two bodies Keel serves, returned as fixed JSON, and
-`/api/v1/me` behind the usual FastAPI + PyJWT bearer check (ES256, issuer, audience, expiry), as the
+`/api/v1/permissions` behind the usual FastAPI + PyJWT bearer check (ES256, issuer, audience, expiry), as the
 seed stacks' auth services do it. `/token` hands the benchmark a token signed by this peer's key."""
 import json
 import os
@@ -46,6 +46,11 @@ def token():
     return Response(jwt.encode(claims, PRIVATE_KEY, algorithm="ES256", headers={"kid": "bench"}), media_type="text/plain")
 
 
-@app.get("/api/v1/me")
-def me(claims=Depends(current_claims)):
-    return {"kind": "user", "subject": claims["sub"], "roles": claims["roles"]}
+PERMISSIONS = os.environ["BENCH_PERMISSIONS_BODY"].encode()
+
+
+@app.get("/api/v1/permissions")
+def permissions(claims=Depends(current_claims)):
+    if "admin" not in claims.get("roles", []):
+        raise HTTPException(status_code=403, detail="needs roles:read")
+    return Response(PERMISSIONS, media_type="application/json")

@@ -7,6 +7,7 @@ import KeelStore
 import Logging
 import Metrics
 import Synchronization
+import Tracing
 
 /// Keel's identity: users, roles, sessions, API keys, trusted external issuers and the audit log,
 /// and the authenticator every protected route goes through.
@@ -56,6 +57,9 @@ public final class IdentityService: RequestAuthenticator, Sendable {
         try await keys.prepare()
         try await issuers.reload()
         try await bootstrapFirstAdmin(print: printFirstAdminPassword)
+        // The decoy hash that unknown emails are checked against, made now rather than on the first such sign-in.
+        let hasher = self.hasher
+        Task { try? await hasher.warmUp() }
     }
 
     /// Writes the generated admin password to the terminal (stderr), never to the log stream.
@@ -139,14 +143,20 @@ public final class IdentityService: RequestAuthenticator, Sendable {
     }
 
     func authenticateAccessToken(_ token: String) async throws -> Principal {
-        let claims: AccessClaims
-        do {
-            claims = try await tokens.verify(token)
-        } catch {
-            metrics.verification(kind: "access_token", outcome: "invalid")
-            throw Problem.unauthorized("The access token was refused: \(error.reason).", error: "invalid_token")
+        // Only tokens not seen before get here (then they are cached), so a span per verification is cheap.
+        try await withSpan("auth.verify_token") { span in
+            let claims: AccessClaims
+            do {
+                claims = try await tokens.verify(token)
+            } catch {
+                span.attributes["keel.auth.outcome"] = "invalid"
+                metrics.verification(kind: "access_token", outcome: "invalid")
+                let reason = (error as? TokenRejection)?.reason ?? "it is invalid"
+                throw Problem.unauthorized("The access token was refused: \(reason).", error: "invalid_token")
+            }
+            span.attributes["keel.auth.outcome"] = "valid"
+            return try await principal(for: claims)
         }
-        return try await principal(for: claims)
     }
 
     /// The caller behind verified claims, if the account and the session still stand.

@@ -99,7 +99,7 @@ extension IdentityService {
     // MARK: - Refresh
 
     private enum RefreshOutcome: Sendable {
-        case rotated(TokenResponse, user: String)
+        case rotated(TokenResponse)
         case refused(String)
         case reused(family: String, user: String)
     }
@@ -133,13 +133,12 @@ extension IdentityService {
                     .first.map(UserState.init(row:)), !user.record.disabled
                 else { return .refused("The account is disabled or deleted.") }
                 guard user.tokensValidAfter <= (try row.date("created_at")) else { return .refused("The session was ended; sign in again.") }
-                return .rotated(try await self.startSession(for: user, family: family, clientIP: actor.clientIP, in: tx), user: userID)
+                return .rotated(try await self.startSession(for: user, family: family, clientIP: actor.clientIP, in: tx))
             }
             switch outcome {
-            case .rotated(let response, let user):
+            case .rotated(let response):
                 metrics.refresh("rotated")
                 span.attributes["keel.auth.outcome"] = "rotated"
-                _ = user
                 return response
             case .refused(let reason):
                 metrics.refresh("refused")

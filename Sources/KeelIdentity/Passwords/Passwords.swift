@@ -14,6 +14,10 @@ final class PasswordHasher: Sendable {
         self.cost = cost
     }
 
+    func warmUp() async throws {
+        _ = try await decoyHash()
+    }
+
     private func decoyHash() async throws -> String {
         if let hash = decoy.withLock({ $0 }) { return hash }
         let hash = try await self.hash(Credential.random(bytes: 16))
