@@ -12,19 +12,21 @@ func withIdentity<Result: Sendable>(_ options: ServerOptions, _ body: @escaping 
     var config = try options.load().config
     config.logLevel = min(config.logLevel, .warning)
     _ = try Telemetry.bootstrap(config)
-    let store: any Store
-    do {
-        store = try await config.openStore(logger: .init(label: "keel.store"))
-    } catch {
-        throw CommandFailure(message: "cannot open the store: \(error)")
-    }
-    return try await withThrowingTaskGroup(of: Result?.self) { group in
-        group.addTask { try await store.run(); return nil }
-        defer { group.cancelAll() }
+    let settings = config
+    return try await withRunningStore(config) { store in
         try await store.migrate(Platform.migrations)
-        let identity = IdentityService(config: config, store: store)
+        let identity = IdentityService(config: settings, store: store)
         try await identity.prepareForCommandLine()
         return try await body(identity)
+    }
+}
+
+/// `keel users disable|enable`.
+func setDisabled(_ disabled: Bool, user: String, options: ServerOptions) async throws {
+    try await withIdentity(options) { identity in
+        let target = try await identity.user(idOrEmail: user)
+        _ = try await identity.updateUser(id: target.id, UserChange(disabled: disabled), caller: nil, actor: .commandLine())
+        print("\(disabled ? "disabled" : "enabled") \(target.email ?? target.name)")
     }
 }
 
@@ -101,12 +103,7 @@ struct UsersCommand: AsyncParsableCommand {
         @OptionGroup var options: ServerOptions
 
         func run() async throws {
-            let user = self.user
-            try await withIdentity(options) { identity in
-                let target = try await identity.user(idOrEmail: user)
-                _ = try await identity.updateUser(id: target.id, UserChange(disabled: true), caller: nil, actor: .commandLine())
-                print("disabled \(target.email ?? target.name)")
-            }
+            try await setDisabled(true, user: user, options: options)
         }
     }
 
@@ -116,12 +113,7 @@ struct UsersCommand: AsyncParsableCommand {
         @OptionGroup var options: ServerOptions
 
         func run() async throws {
-            let user = self.user
-            try await withIdentity(options) { identity in
-                let target = try await identity.user(idOrEmail: user)
-                _ = try await identity.updateUser(id: target.id, UserChange(disabled: false), caller: nil, actor: .commandLine())
-                print("enabled \(target.email ?? target.name)")
-            }
+            try await setDisabled(false, user: user, options: options)
         }
     }
 

@@ -55,16 +55,8 @@ struct Migrate: AsyncParsableCommand {
     func run() async throws {
         let config = try options.load().config
         _ = try Telemetry.bootstrap(config)
-        let store: any Store
-        do {
-            store = try await config.openStore(logger: .init(label: "keel.store"))
-        } catch {
-            throw CommandFailure(message: "cannot open the store: \(error)")
-        }
         let status = self.status
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await store.run() }
-            defer { group.cancelAll() }
+        try await withRunningStore(config) { store in
             do {
                 if status {
                     let applied = try await store.appliedMigrations()
@@ -82,6 +74,21 @@ struct Migrate: AsyncParsableCommand {
                 throw CommandFailure(message: error.description)
             }
         }
+    }
+}
+
+/// Opens the configured store and runs its service around `body`, for commands that use the store and exit.
+func withRunningStore<Result: Sendable>(_ config: KeelConfig, _ body: @escaping @Sendable (any Store) async throws -> Result) async throws -> Result {
+    let store: any Store
+    do {
+        store = try await config.openStore(logger: .init(label: "keel.store"))
+    } catch {
+        throw CommandFailure(message: "cannot open the store: \(error)")
+    }
+    return try await withThrowingTaskGroup(of: Result?.self) { group in
+        group.addTask { try await store.run(); return nil }
+        defer { group.cancelAll() }
+        return try await body(store)
     }
 }
 
