@@ -54,7 +54,12 @@ public final class IdentityService: RequestAuthenticator, Sendable {
     /// Built-in roles, a signing key and, on an empty store, the first admin.
     public func prepare(printFirstAdminPassword: @Sendable (String, String) -> Void = IdentityService.printOnce) async throws {
         try await ensureBuiltInRoles()
-        try await keys.prepare()
+        do {
+            try await keys.prepare()
+        } catch let error as SecretBoxError {
+            // Retrying cannot help: the store was sealed with another KEEL_SECRET_KEY, or with one now unset.
+            throw FatalStartupError("cannot open the stored token signing key: \(error)")
+        }
         try await issuers.reload()
         try await bootstrapFirstAdmin(print: printFirstAdminPassword)
         // The decoy hash that unknown emails are checked against, made now rather than on the first such sign-in.

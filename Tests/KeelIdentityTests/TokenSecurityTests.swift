@@ -1,6 +1,9 @@
 import Crypto
 import Foundation
 @testable import KeelIdentity
+import KeelCore
+import KeelServer
+import KeelStore
 import KeelTestSupport
 import Testing
 
@@ -118,6 +121,21 @@ import Testing
             var ghost = valid
             ghost.sub = "usr_01dddddddddddddddddddddddd"
             try await expectRefused(keel, try await tokens.sign(ghost), "deleted subject")
+        }
+    }
+
+    @Test func privateKeysAreSealedWithTheSecretKey() async throws {
+        try await withIdentityServer { keel in
+            let rows = try await keel.identity.store.query("SELECT private_key FROM keel_signing_keys")
+            #expect(!rows.isEmpty)
+            for row in rows {
+                #expect(try row.string("private_key").hasPrefix("aesgcm:"))
+            }
+            // Another secret key cannot open them: the process refuses to start rather than mint new ones.
+            var other = keel.config
+            other.secretKey = Secret("a-different-secret-key-of-enough-length")
+            let stranger = IdentityService(config: other, store: keel.identity.store)
+            await #expect(throws: FatalStartupError.self) { try await stranger.prepare(printFirstAdminPassword: { _, _ in }) }
         }
     }
 
