@@ -53,6 +53,9 @@ public final class IdentityService: RequestAuthenticator, Sendable {
 
     /// Built-in roles, a signing key and, on an empty store, the first admin.
     public func prepare(printFirstAdminPassword: @Sendable (String, String) -> Void = IdentityService.printOnce) async throws {
+        if !box.encrypts {
+            logger.warning("KEEL_SECRET_KEY is not set: token signing keys and TOTP secrets are stored unencrypted")
+        }
         try await ensureBuiltInRoles()
         do {
             try await keys.prepare()
