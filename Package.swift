@@ -65,8 +65,19 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Tracing", package: "swift-distributed-tracing"),
         ], resources: [.copy("Resources/common-passwords.txt")]),
+        .target(name: "KeelJobs", dependencies: [
+            "KeelCore", "KeelStore", "KeelServer",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        // Composes the capability modules into one server; the executable and the whole-API tests use it.
+        .target(name: "KeelPlatform", dependencies: [
+            "KeelCore", "KeelStore", "KeelServer", "KeelTelemetry", "KeelIdentity", "KeelJobs",
+        ]),
         .executableTarget(name: "keel", dependencies: [
-            "KeelCore", "KeelStore", "KeelServer", "KeelTelemetry", "KeelIdentity",
+            "KeelCore", "KeelStore", "KeelServer", "KeelTelemetry", "KeelIdentity", "KeelPlatform",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
@@ -85,12 +96,16 @@ let package = Package(
             .product(name: "HummingbirdTesting", package: "hummingbird"),
         ]),
         .testTarget(name: "KeelIdentityTests", dependencies: [
-            "KeelIdentity", "KeelServer", "KeelTestSupport",
+            "KeelIdentity", "KeelServer", "KeelTestSupport", "KeelPlatform", "KeelJobs",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
             .product(name: "HummingbirdOTP", package: "hummingbird-auth"),
             .product(name: "JWTKit", package: "jwt-kit"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
+        ]),
+        .testTarget(name: "KeelJobsTests", dependencies: [
+            "KeelJobs", "KeelServer", "KeelPlatform", "KeelTestSupport",
+            .product(name: "HummingbirdTesting", package: "hummingbird"),
         ]),
         .testTarget(name: "KeelCLITests", dependencies: ["KeelCore", "KeelTestSupport"]),
     ],

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import KeelCore
 import KeelIdentity
+import KeelPlatform
 import KeelServer
 import KeelStore
 import KeelTelemetry

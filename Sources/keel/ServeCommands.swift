@@ -3,6 +3,7 @@ import Foundation
 import KeelCore
 import KeelServer
 import KeelStore
+import KeelPlatform
 import KeelTelemetry
 
 struct Up: AsyncParsableCommand {

@@ -28,6 +28,8 @@ import Testing
         "GET /api/v1/audit": "audit:read", "POST /api/v1/auth/keys/rotate": "identity:admin",
         "GET /api/v1/auth/issuers": "identity:admin", "PUT /api/v1/auth/issuers/{name}": "identity:admin",
         "DELETE /api/v1/auth/issuers/{name}": "identity:admin",
+        "POST /api/v1/jobs": "jobs:write", "GET /api/v1/jobs": "jobs:read", "GET /api/v1/jobs/{id}": "jobs:read",
+        "POST /api/v1/jobs/{id}/cancel": "jobs:write", "POST /api/v1/jobs/{id}/retry": "jobs:write",
     ]
 
     /// What each built-in role may do, written out independently of the code that defines the roles.

@@ -4,6 +4,7 @@ import Hummingbird
 import HummingbirdTesting
 @testable import KeelIdentity
 import KeelCore
+import KeelPlatform
 import KeelServer
 import KeelStore
 import KeelTelemetry
@@ -120,9 +121,10 @@ func withIdentityServer(
         configure(&config)
         let telemetry = try Telemetry.bootstrap(config)
         let store = try await config.openStore(logger: quietLogger)
-        let identity = IdentityService(config: config, store: store, jwksRefetchInterval: jwksRefetchInterval)
-        let server = KeelServer(config: config, store: store, telemetry: telemetry,
-                                modules: [IdentityModule(service: identity, printFirstAdminPassword: { _, _ in })], authenticator: identity)
+        // The whole platform, so the access matrix and the OpenAPI test see every route.
+        let (modules, identity) = Platform.modules(config: config, store: store, jwksRefetchInterval: jwksRefetchInterval,
+                                                   printFirstAdminPassword: { _, _ in })
+        let server = KeelServer(config: config, store: store, telemetry: telemetry, modules: modules, authenticator: identity)
         let frozen = config
         try await server.makeApplication().test(.live) { client in
             let deadline = ContinuousClock.now + .seconds(30)

@@ -5,7 +5,7 @@ import KeelStore
 /// sealed boxes.
 enum IdentityMigrations {
     static let all: [Migration] = [
-        migration(version: 1, name: "users, roles, tokens, keys, audit", statements: [
+        Migration.portable(module: "identity", version: 1, name: "users, roles, tokens, keys, audit", statements: [
             """
             CREATE TABLE keel_roles (
                 name TEXT PRIMARY KEY,
@@ -141,15 +141,4 @@ enum IdentityMigrations {
             "CREATE TRIGGER keel_audit_log_append_only BEFORE UPDATE OR DELETE ON keel_audit_log FOR EACH ROW EXECUTE FUNCTION keel_audit_log_append_only()",
         ]),
     ]
-
-    /// One statement list for both dialects, with `{TS}` and `{BOOL}` standing for their column types.
-    private static func migration(version: Int, name: String, statements: [String],
-                                  sqliteOnly: [String], postgresOnly: [String]) -> Migration {
-        func render(_ statement: String, timestamp: String, bool: String) -> String {
-            statement.replacingOccurrences(of: "{TS}", with: timestamp).replacingOccurrences(of: "{BOOL}", with: bool)
-        }
-        return Migration(module: "identity", version: version, name: name,
-                         sqlite: statements.map { render($0, timestamp: "INTEGER", bool: "INTEGER") } + sqliteOnly,
-                         postgres: statements.map { render($0, timestamp: "TIMESTAMPTZ", bool: "BOOLEAN") } + postgresOnly)
-    }
 }

@@ -46,7 +46,7 @@ extension Request {
 }
 
 extension FieldError {
-    init(_ error: DecodingError) {
+    public init(_ error: DecodingError) {
         func path(_ codingPath: [any CodingKey]) -> String {
             codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".").replacingOccurrences(of: ".[", with: "[")
         }

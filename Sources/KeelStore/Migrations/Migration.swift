@@ -121,3 +121,17 @@ enum MigrationPlanner {
         "INSERT INTO keel_schema_migrations (module, version, name, checksum, applied_at) VALUES (\(migration.module), \(migration.version), \(migration.name), \(migration.checksum), \(date))"
     }
 }
+
+extension Migration {
+    /// One statement list for both dialects, with `{TS}` standing for the timestamp column type
+    /// (`TIMESTAMPTZ` / INTEGER microseconds) and `{BOOL}` for the flag type (`BOOLEAN` / INTEGER).
+    public static func portable(module: String, version: Int, name: String, statements: [String],
+                                sqliteOnly: [String] = [], postgresOnly: [String] = []) -> Migration {
+        func render(_ statement: String, timestamp: String, bool: String) -> String {
+            statement.replacingOccurrences(of: "{TS}", with: timestamp).replacingOccurrences(of: "{BOOL}", with: bool)
+        }
+        return Migration(module: module, version: version, name: name,
+                         sqlite: statements.map { render($0, timestamp: "INTEGER", bool: "INTEGER") } + sqliteOnly,
+                         postgres: statements.map { render($0, timestamp: "TIMESTAMPTZ", bool: "BOOLEAN") } + postgresOnly)
+    }
+}

@@ -1,0 +1,409 @@
+import Foundation
+import KeelCore
+import KeelServer
+import KeelStore
+import Logging
+import Metrics
+import Synchronization
+
+/// Limits on what one job may carry.
+public struct JobLimits: Sendable {
+    public var maxArgsBytes = 64 * 1024
+    public var maxBatch = 1000
+    public init() {}
+}
+
+/// What `enqueue` did with one job: created it, or found the live job holding its unique key.
+public struct EnqueueOutcome: Encodable, Sendable {
+    public var job: JobRecord
+    public var duplicate: Bool
+}
+
+/// The durable queue: every operation on jobs, shared by the API, the in-process workers and (later)
+/// HTTP workers. Every state change is one conditional statement, so two workers can never both own
+/// a job, and a stale lease token changes nothing.
+public final class JobQueue: Sendable {
+    let store: any Store
+    let clock: any KeelClock
+    let tasks: JobRegistry
+    let limits: JobLimits
+    let wake = WakeSignal()
+    let logger = Logger(label: "keel.jobs")
+
+    static let defaultQueue = "default"
+    /// In a worker's queue list: every queue.
+    public static let anyQueue = "*"
+    static let defaultMaxAttempts = 5
+    static let defaultTimeoutSeconds = 300
+    static let defaultBackoffSeconds = 10
+    static let defaultUniqueSeconds = 3600
+
+    public init(store: any Store, clock: any KeelClock = SystemClock(), tasks: JobRegistry, limits: JobLimits = JobLimits()) {
+        self.store = store
+        self.clock = clock
+        self.tasks = tasks
+        self.limits = limits
+    }
+
+    // MARK: - Enqueue
+
+    /// Creates the jobs in one transaction; all or none. A job whose unique key is held by a job
+    /// enqueued within its window is not created again: the outcome names the existing job.
+    public func enqueue(_ jobs: [NewJob]) async throws -> [EnqueueOutcome] {
+        guard !jobs.isEmpty, jobs.count <= limits.maxBatch else {
+            throw Problem.validation("A batch holds 1 to \(limits.maxBatch) jobs.", errors: [FieldError(field: "jobs", message: "must hold 1 to \(limits.maxBatch) jobs")])
+        }
+        let now = clock.now()
+        var errors: [FieldError] = []
+        var rows: [(id: String, job: NewJob, args: String, runAt: Date)] = []
+        for (index, job) in jobs.enumerated() {
+            let prefix = jobs.count == 1 ? "" : "jobs[\(index)]."
+            let problems = validate(job, now: now)
+            errors += problems.map { FieldError(field: prefix + $0.field, message: $0.message) }
+            let args = String(decoding: (try? JSONEncoder.keel().encode(job.args ?? .object([:]))) ?? Data(), as: UTF8.self)
+            if args.utf8.count > limits.maxArgsBytes {
+                errors.append(FieldError(field: prefix + "args", message: "must be at most \(limits.maxArgsBytes) bytes of JSON"))
+            }
+            let runAt = job.runAt ?? now.addingTimeInterval(job.delaySeconds ?? 0)
+            rows.append((KeelID.make(prefix: "job", now: now), job, args, runAt))
+        }
+        guard errors.isEmpty else { throw Problem.validation(jobs.count == 1 ? "The job is invalid." : "The batch is invalid; nothing was enqueued.", errors: errors) }
+        let prepared = rows
+
+        let outcomes: [(id: String, duplicate: Bool)] = try await store.transaction { tx in
+            var outcomes: [(String, Bool)] = []
+            for row in prepared {
+                let job = row.job
+                if let key = job.uniqueKey {
+                    let until = now.addingTimeInterval(TimeInterval(job.uniqueForSeconds ?? Self.defaultUniqueSeconds))
+                    let won = try await tx.execute("""
+                        INSERT INTO keel_job_unique_keys (key, job_id, until) VALUES (\(key), \(row.id), \(until))
+                        ON CONFLICT (key) DO UPDATE SET job_id = excluded.job_id, until = excluded.until WHERE keel_job_unique_keys.until <= \(now)
+                        RETURNING job_id
+                        """)
+                    if won.isEmpty {
+                        let holder = try await tx.query("SELECT job_id FROM keel_job_unique_keys WHERE key = \(key)")
+                        outcomes.append((try holder.first?.string("job_id") ?? row.id, true))
+                        continue
+                    }
+                }
+                let state: JobState = row.runAt > now ? .scheduled : .available
+                try await tx.execute("""
+                    INSERT INTO keel_jobs (id, queue, task, args, priority, state, run_at, attempt, max_attempts, backoff_seconds, timeout_seconds,
+                                           unique_key, tags, result, errors, progress_percent, progress_message, cancel_requested, created_at)
+                    VALUES (\(row.id), \(job.queue ?? Self.defaultQueue), \(job.task), \(row.args), \(job.priority ?? 0), \(state.rawValue), \(row.runAt), \(0),
+                            \(job.maxAttempts ?? Self.defaultMaxAttempts), \(job.backoffSeconds), \(job.timeoutSeconds ?? Self.defaultTimeoutSeconds),
+                            \(job.uniqueKey), \(Self.encodeJSON(job.tags ?? [])), \(Optional<String>.none), \("[]"), \(Optional<Int>.none),
+                            \(Optional<String>.none), \(false), \(now))
+                    """)
+                outcomes.append((row.id, false))
+            }
+            return outcomes
+        }
+        let created = outcomes.filter { !$0.duplicate }.count
+        if created > 0 {
+            Counter(label: "keel_jobs_enqueued_total").increment(by: created)
+            wake.signal()
+        }
+        var result: [EnqueueOutcome] = []
+        for outcome in outcomes {
+            result.append(EnqueueOutcome(job: try await job(id: outcome.id), duplicate: outcome.duplicate))
+        }
+        return result
+    }
+
+    func validate(_ job: NewJob, now: Date) -> [FieldError] {
+        var errors: [FieldError] = []
+        if !Self.isValidName(job.task, maxLength: 200) {
+            errors.append(FieldError(field: "task", message: "must be 1-200 characters of letters, digits, '.', '_', ':' or '-'"))
+        } else if !tasks.knows(job.task) {
+            errors.append(FieldError(field: "task", message: "\"\(job.task)\" is not a task any worker handles"))
+        }
+        if let queue = job.queue, !Self.isValidName(queue, maxLength: 100) {
+            errors.append(FieldError(field: "queue", message: "must be 1-100 characters of letters, digits, '.', '_', ':' or '-'"))
+        }
+        if let priority = job.priority, !(-1000...1000).contains(priority) { errors.append(FieldError(field: "priority", message: "must be from -1000 to 1000")) }
+        if job.runAt != nil, job.delaySeconds != nil { errors.append(FieldError(field: "delay_seconds", message: "must not be given with run_at")) }
+        if let delay = job.delaySeconds, !(0...31_536_000).contains(delay) { errors.append(FieldError(field: "delay_seconds", message: "must be from 0 to 31536000")) }
+        if let attempts = job.maxAttempts, !(1...100).contains(attempts) { errors.append(FieldError(field: "max_attempts", message: "must be from 1 to 100")) }
+        if let backoff = job.backoffSeconds, !(1...86_400).contains(backoff) { errors.append(FieldError(field: "backoff_seconds", message: "must be from 1 to 86400")) }
+        if let timeout = job.timeoutSeconds, !(1...86_400).contains(timeout) { errors.append(FieldError(field: "timeout_seconds", message: "must be from 1 to 86400")) }
+        if let key = job.uniqueKey, key.isEmpty || key.count > 200 { errors.append(FieldError(field: "unique_key", message: "must be 1-200 characters")) }
+        if let window = job.uniqueForSeconds, !(1...31_536_000).contains(window) { errors.append(FieldError(field: "unique_for_seconds", message: "must be from 1 to 31536000")) }
+        if let tags = job.tags, tags.count > 20 || tags.contains(where: { $0.isEmpty || $0.count > 64 }) {
+            errors.append(FieldError(field: "tags", message: "must be at most 20 tags of 1-64 characters"))
+        }
+        return errors
+    }
+
+    static func isValidName(_ name: String, maxLength: Int) -> Bool {
+        (1...maxLength).contains(name.utf8.count) && name.utf8.allSatisfy {
+            (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains($0)
+                || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || [UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: ":"), UInt8(ascii: "-")].contains($0)
+        }
+    }
+
+    static func encodeJSON(_ value: some Encodable) -> String {
+        String(decoding: (try? JSONEncoder.keel().encode(value)) ?? Data("null".utf8), as: UTF8.self)
+    }
+
+    // MARK: - Reading
+
+    public func job(id: String) async throws -> JobRecord {
+        guard let row = try await store.query("SELECT \(unsafeRaw: JobRecord.columns) FROM keel_jobs WHERE id = \(id)").first else {
+            throw Problem.notFound("No job has the id \(id).")
+        }
+        return try JobRecord(row: row)
+    }
+
+    public struct Filter: Sendable {
+        public var queue: String?
+        public var state: JobState?
+        public var task: String?
+        public var tag: String?
+        public var since: Date?
+        public var until: Date?
+        public init() {}
+    }
+
+    /// Oldest first by id (creation time), keyset-paginated.
+    public func list(_ filter: Filter, limit: Int, after: String?) async throws -> Page<JobRecord> {
+        var query: SQLQuery = "SELECT \(unsafeRaw: JobRecord.columns) FROM keel_jobs WHERE 1 = 1"
+        if let queue = filter.queue { query.append(" AND queue = \(queue)") }
+        if let state = filter.state { query.append(" AND state = \(state.rawValue)") }
+        if let task = filter.task { query.append(" AND task = \(task)") }
+        if let tag = filter.tag { query.append(" AND tags LIKE \("%" + Self.encodeJSON(tag).likeEscaped + "%") ESCAPE '\\'") }
+        if let since = filter.since { query.append(" AND created_at >= \(since)") }
+        if let until = filter.until { query.append(" AND created_at < \(until)") }
+        if let after { query.append(" AND id > \(after)") }
+        query.append(" ORDER BY id LIMIT \(limit + 1)")
+        let rows = try await store.query(query)
+        let jobs = try rows.prefix(limit).map(JobRecord.init(row:))
+        return Page(items: jobs, nextAfter: rows.count > limit ? jobs.last?.id : nil)
+    }
+
+    // MARK: - Operator actions
+
+    /// Cancels a job that has not run yet at once; a running one is asked to stop (its worker sees the
+    /// request at its next heartbeat, through the store, so a missed notification cannot lose it).
+    public func cancel(id: String) async throws -> JobRecord {
+        let now = clock.now()
+        let waiting = try await store.execute("""
+            UPDATE keel_jobs SET state = 'cancelled', finished_at = \(now) WHERE id = \(id) AND state IN ('available', 'scheduled', 'retrying') RETURNING id
+            """)
+        if waiting.isEmpty {
+            let running = try await store.execute("UPDATE keel_jobs SET cancel_requested = \(true) WHERE id = \(id) AND state = 'running' RETURNING id")
+            if running.isEmpty {
+                let job = try await job(id: id)
+                throw Problem.conflict("The job is \(job.state.rawValue); only waiting or running jobs can be cancelled.")
+            }
+        }
+        return try await job(id: id)
+    }
+
+    /// Runs a dead or cancelled job again, with one more attempt allowed.
+    public func retry(id: String) async throws -> JobRecord {
+        let now = clock.now()
+        let updated = try await store.execute("""
+            UPDATE keel_jobs SET state = 'available', run_at = \(now), finished_at = NULL, cancel_requested = \(false),
+                max_attempts = CASE WHEN max_attempts > attempt THEN max_attempts ELSE attempt + 1 END
+            WHERE id = \(id) AND state IN ('dead', 'cancelled', 'expired') RETURNING id
+            """)
+        if updated.isEmpty {
+            let job = try await job(id: id)
+            throw Problem.conflict("The job is \(job.state.rawValue); only dead, cancelled or expired jobs can be retried.")
+        }
+        wake.signal()
+        return try await job(id: id)
+    }
+
+    // MARK: - Worker side
+
+    /// A job a worker owns until `leaseExpiresAt`, proven by `leaseToken`.
+    public struct Claim: Sendable {
+        public var job: JobRecord
+        public var leaseToken: String
+    }
+
+    /// Claims up to `limit` runnable jobs of `queue` (or of any queue for ``anyQueue``), highest priority and earliest due first. On
+    /// PostgreSQL `SKIP LOCKED` lets many workers claim side by side; SQLite's single writer serializes.
+    func claim(queue: String, limit: Int, workerID: String, leaseSeconds: Int) async throws -> [Claim] {
+        let now = clock.now()
+        let token = KeelID.make(prefix: "lease", now: now)
+        let expires = now.addingTimeInterval(TimeInterval(leaseSeconds))
+        var query: SQLQuery = """
+            UPDATE keel_jobs SET state = 'running', attempt = attempt + 1, worker_id = \(workerID), lease_token = \(token),
+                lease_expires_at = \(expires), started_at = \(now), progress_percent = NULL, progress_message = NULL
+            WHERE id IN (SELECT id FROM keel_jobs WHERE state IN ('available', 'scheduled', 'retrying') AND run_at <= \(now)
+            """
+        if queue != Self.anyQueue { query.append(" AND queue = \(queue)") }
+        query.append(" ORDER BY priority DESC, run_at, id LIMIT \(limit)")
+        query.append(store.dialect == .postgres ? " FOR UPDATE SKIP LOCKED)" : ")")
+        query.append(" RETURNING \(unsafeRaw: JobRecord.columns)")
+        let rows = try await store.execute(query)
+        return try rows.map { Claim(job: try JobRecord(row: $0), leaseToken: token) }.sorted { ($0.job.priority, $1.job.id) > ($1.job.priority, $0.job.id) }
+    }
+
+    /// Records success; `false` when the lease was lost (the job was rescued or cancelled meanwhile).
+    @discardableResult
+    func complete(_ claim: Claim, result: JSONValue) async throws -> Bool {
+        let now = clock.now()
+        let updated = try await store.execute("""
+            UPDATE keel_jobs SET state = 'succeeded', result = \(Self.encodeJSON(result)), finished_at = \(now), lease_token = NULL, lease_expires_at = NULL
+            WHERE id = \(claim.job.id) AND lease_token = \(claim.leaseToken) AND state = 'running' RETURNING id
+            """)
+        if !updated.isEmpty { record(claim, outcome: "succeeded", now: now) }
+        return !updated.isEmpty
+    }
+
+    /// Records a failed attempt: back to `retrying` after an exponential, jittered backoff while
+    /// attempts remain (and the failure is not permanent), else `dead`; a cancelled run ends `cancelled`.
+    @discardableResult
+    func fail(_ claim: Claim, error: String, permanent: Bool = false, cancelled: Bool = false, workerID: String?) async throws -> Bool {
+        let now = clock.now()
+        let job = claim.job
+        let errors = job.errors + [JobAttemptError(attempt: job.attempt, at: now, error: String(error.prefix(2000)), workerID: workerID)]
+        let state: JobState = cancelled ? .cancelled : (permanent || job.attempt >= job.maxAttempts) ? .dead : .retrying
+        let runAt = state == .retrying ? now.addingTimeInterval(backoff(for: job)) : job.runAt
+        let updated = try await store.execute("""
+            UPDATE keel_jobs SET state = \(state.rawValue), errors = \(Self.encodeJSON(errors)), run_at = \(runAt),
+                finished_at = \(state.isFinal ? now : nil), lease_token = NULL, lease_expires_at = NULL
+            WHERE id = \(job.id) AND lease_token = \(claim.leaseToken) AND state = 'running' RETURNING id
+            """)
+        if !updated.isEmpty { record(claim, outcome: state == .retrying ? "retried" : state.rawValue, now: now) }
+        return !updated.isEmpty
+    }
+
+    /// `base × 2^(attempt−1)`, at most a day, with ±25% jitter so failed batches do not retry in step.
+    func backoff(for job: JobRecord) -> TimeInterval {
+        let base = Double(job.backoffSeconds ?? tasks.backoffSeconds(for: job.task) ?? Self.defaultBackoffSeconds)
+        let delay = min(base * pow(2, Double(max(0, job.attempt - 1))), 86_400)
+        return delay * Double.random(in: 0.75...1.25)
+    }
+
+    /// Extends the leases of running jobs; returns the ids whose cancellation was requested.
+    func heartbeat(_ claims: [Claim], leaseSeconds: Int) async throws -> Set<String> {
+        var cancelled = Set<String>()
+        let expires = clock.now().addingTimeInterval(TimeInterval(leaseSeconds))
+        for claim in claims {
+            let rows = try await store.execute("""
+                UPDATE keel_jobs SET lease_expires_at = \(expires) WHERE id = \(claim.job.id) AND lease_token = \(claim.leaseToken) AND state = 'running'
+                RETURNING cancel_requested
+                """)
+            if try rows.first?.bool("cancel_requested") == true { cancelled.insert(claim.job.id) }
+        }
+        return cancelled
+    }
+
+    func progress(_ claim: Claim, percent: Int, message: String?) async throws {
+        try await store.execute("""
+            UPDATE keel_jobs SET progress_percent = \(percent), progress_message = \(message)
+            WHERE id = \(claim.job.id) AND lease_token = \(claim.leaseToken) AND state = 'running'
+            """)
+    }
+
+    /// Gives a claimed job back untouched (shutdown): not an attempt, so the count goes back down.
+    func release(_ claim: Claim) async throws {
+        try await store.execute("""
+            UPDATE keel_jobs SET state = 'available', attempt = attempt - 1, lease_token = NULL, lease_expires_at = NULL, worker_id = NULL
+            WHERE id = \(claim.job.id) AND lease_token = \(claim.leaseToken) AND state = 'running'
+            """)
+        wake.signal()
+    }
+
+    /// Jobs whose worker stopped renewing the lease: the attempt counts as failed ("worker lost").
+    /// Any process may run this; the conditional update makes each rescue happen once.
+    @discardableResult
+    func rescueExpiredLeases() async throws -> Int {
+        let now = clock.now()
+        let rows = try await store.query("""
+            SELECT \(unsafeRaw: JobRecord.columns), lease_token FROM keel_jobs WHERE state = 'running' AND lease_expires_at < \(now) LIMIT 500
+            """)
+        var rescued = 0
+        for row in rows {
+            let claim = Claim(job: try JobRecord(row: row), leaseToken: try row.string("lease_token"))
+            if try await fail(claim, error: "worker \(claim.job.workerID ?? "?") lost its lease (stopped or crashed)", workerID: claim.job.workerID) {
+                rescued += 1
+            }
+        }
+        if rescued > 0 {
+            logger.warning("rescued jobs of lost workers", metadata: ["jobs": "\(rescued)"])
+            wake.signal()
+        }
+        return rescued
+    }
+
+    private func record(_ claim: Claim, outcome: String, now: Date) {
+        let dimensions = [("queue", claim.job.queue), ("task", claim.job.task)]
+        Counter(label: "keel_jobs_finished_total", dimensions: dimensions + [("outcome", outcome)]).increment()
+        if let started = claim.job.startedAt {
+            Timer(label: "keel_job_run_seconds", dimensions: dimensions, preferredDisplayUnit: .seconds).recordInterval(started, now)
+        }
+    }
+}
+
+extension Timer {
+    func recordInterval(_ start: Date, _ end: Date) {
+        recordNanoseconds(Int64(max(0, end.timeIntervalSince(start)) * 1_000_000_000))
+    }
+}
+
+extension String {
+    /// Escapes `%`, `_` and `\` for a `LIKE … ESCAPE '\'` pattern.
+    var likeEscaped: String {
+        replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%").replacingOccurrences(of: "_", with: "\\_")
+    }
+}
+
+/// Wakes idle claim loops in this process when work arrives, so idle workers sleep instead of polling.
+final class WakeSignal: Sendable {
+    private struct State {
+        var generation: UInt64 = 0
+        var nextWaiter = 0
+        var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
+        /// Waiters that timed out before they registered.
+        var abandoned: Set<Int> = []
+    }
+
+    private let state = Mutex(State())
+
+    func signal() {
+        let waiters = state.withLock { state in
+            state.generation &+= 1
+            defer { state.waiters = [:] }
+            return Array(state.waiters.values)
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    var current: UInt64 { state.withLock { $0.generation } }
+
+    /// Returns when `signal()` was called after `seen` was read, or after `timeout`.
+    func wait(after seen: UInt64, timeout: Duration) async {
+        let id = state.withLock { state in
+            state.nextWaiter += 1
+            return state.nextWaiter
+        }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { try? await Task.sleep(for: timeout) }
+            group.addTask {
+                await withCheckedContinuation { continuation in
+                    let resumeNow = self.state.withLock { state -> Bool in
+                        if state.generation != seen || state.abandoned.remove(id) != nil { return true }
+                        state.waiters[id] = continuation
+                        return false
+                    }
+                    if resumeNow { continuation.resume() }
+                }
+            }
+            await group.next()
+            group.cancelAll()
+            let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+                if let waiter = state.waiters.removeValue(forKey: id) { return waiter }
+                if state.generation == seen { state.abandoned.insert(id) }
+                return nil
+            }
+            waiter?.resume()
+        }
+    }
+}

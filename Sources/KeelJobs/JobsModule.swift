@@ -1,0 +1,30 @@
+import KeelCore
+import KeelServer
+import KeelStore
+import ServiceLifecycle
+
+/// Jobs as a Keel module: the schema, `/api/v1/jobs` on the api role, and a worker on the worker role.
+public struct JobsModule: KeelModule {
+    public let queue: JobQueue
+    /// Queue name → concurrency for this process's worker; ``JobQueue/anyQueue`` works every queue.
+    public let concurrency: [String: Int]
+
+    public init(queue: JobQueue, concurrency: [String: Int] = [JobQueue.anyQueue: 4]) {
+        self.queue = queue
+        self.concurrency = concurrency
+    }
+
+    public static let migrations = JobMigrations.all
+
+    public var migrations: [Migration] { Self.migrations }
+
+    public func register(on routes: inout RouteRegistrar, context: ModuleContext) {
+        guard context.config.roles.contains(.api) else { return }
+        JobRoutes(queue: queue, limits: context.limits).register(on: &routes)
+    }
+
+    public func services(context: ModuleContext) -> [any Service] {
+        guard context.config.roles.contains(.worker), !concurrency.isEmpty else { return [] }
+        return [JobWorker(queue: queue, concurrency: concurrency, readiness: context.readiness)]
+    }
+}

@@ -1,0 +1,154 @@
+import Foundation
+import KeelServer
+import KeelStore
+
+/// Where a job is in its life. `scheduled` waits for `run_at`, `available` may be claimed now,
+/// `retrying` waits for its backoff after a failed attempt; the last four are final.
+public enum JobState: String, Codable, Sendable, CaseIterable {
+    case scheduled, available, running, succeeded, retrying, dead, cancelled, expired
+
+    public var isFinal: Bool { [.succeeded, .dead, .cancelled, .expired].contains(self) }
+    /// States a worker may claim from once `run_at` has passed.
+    static let claimable: [JobState] = [.available, .scheduled, .retrying]
+}
+
+/// One failed attempt.
+public struct JobAttemptError: Codable, Sendable, Equatable {
+    public var attempt: Int
+    public var at: Date
+    public var error: String
+    public var workerID: String?
+
+    enum CodingKeys: String, CodingKey {
+        case attempt, at, error
+        case workerID = "worker_id"
+    }
+}
+
+public struct JobProgress: Codable, Sendable, Equatable {
+    public var percent: Int
+    public var message: String?
+}
+
+/// A job as the API shows it.
+public struct JobRecord: Codable, Sendable, Equatable {
+    public var id: String
+    public var queue: String
+    public var task: String
+    public var args: JSONValue
+    public var priority: Int
+    public var state: JobState
+    public var runAt: Date
+    public var attempt: Int
+    public var maxAttempts: Int
+    public var backoffSeconds: Int?
+    public var timeoutSeconds: Int
+    public var uniqueKey: String?
+    public var tags: [String]
+    public var result: JSONValue?
+    public var errors: [JobAttemptError]
+    public var progress: JobProgress?
+    public var cancelRequested: Bool
+    public var createdAt: Date
+    public var startedAt: Date?
+    public var finishedAt: Date?
+    public var workerID: String?
+    public var leaseExpiresAt: Date?
+
+    enum CodingKeys: String, CodingKey {
+        case id, queue, task, args, priority, state, attempt, tags, result, errors, progress
+        case runAt = "run_at"
+        case maxAttempts = "max_attempts"
+        case backoffSeconds = "backoff_seconds"
+        case timeoutSeconds = "timeout_seconds"
+        case uniqueKey = "unique_key"
+        case cancelRequested = "cancel_requested"
+        case createdAt = "created_at"
+        case startedAt = "started_at"
+        case finishedAt = "finished_at"
+        case workerID = "worker_id"
+        case leaseExpiresAt = "lease_expires_at"
+    }
+
+    static let columns: StaticString = """
+        id, queue, task, args, priority, state, run_at, attempt, max_attempts, backoff_seconds, timeout_seconds, unique_key, \
+        tags, result, errors, progress_percent, progress_message, cancel_requested, created_at, started_at, finished_at, \
+        worker_id, lease_expires_at
+        """
+
+    init(row: SQLRow) throws {
+        func json<T: Decodable>(_ type: T.Type, _ text: String, column: String) throws -> T {
+            do { return try JSONDecoder.keel().decode(type, from: Data(text.utf8)) } catch {
+                throw StoreError.decoding(column: column, reason: "not the expected JSON")
+            }
+        }
+        id = try row.string("id")
+        queue = try row.string("queue")
+        task = try row.string("task")
+        args = try json(JSONValue.self, try row.string("args"), column: "args")
+        priority = try row.int("priority")
+        guard let state = JobState(rawValue: try row.string("state")) else { throw StoreError.decoding(column: "state", reason: "unknown state") }
+        self.state = state
+        runAt = try row.date("run_at")
+        attempt = try row.int("attempt")
+        maxAttempts = try row.int("max_attempts")
+        backoffSeconds = try row.optionalInt("backoff_seconds")
+        timeoutSeconds = try row.int("timeout_seconds")
+        uniqueKey = try row.optionalString("unique_key")
+        tags = try json([String].self, try row.string("tags"), column: "tags")
+        result = try row.optionalString("result").map { try json(JSONValue.self, $0, column: "result") }
+        errors = try json([JobAttemptError].self, try row.string("errors"), column: "errors")
+        progress = try row.optionalInt("progress_percent").map { JobProgress(percent: $0, message: try row.optionalString("progress_message")) }
+        cancelRequested = try row.bool("cancel_requested")
+        createdAt = try row.date("created_at")
+        startedAt = try row.optionalDate("started_at")
+        finishedAt = try row.optionalDate("finished_at")
+        workerID = try row.optionalString("worker_id")
+        leaseExpiresAt = try row.optionalDate("lease_expires_at")
+    }
+}
+
+/// `POST /api/v1/jobs`: what a caller may say about a new job.
+public struct NewJob: Codable, Sendable {
+    public var queue: String?
+    public var task: String
+    public var args: JSONValue?
+    public var priority: Int?
+    public var runAt: Date?
+    public var delaySeconds: Double?
+    public var maxAttempts: Int?
+    public var backoffSeconds: Int?
+    public var timeoutSeconds: Int?
+    public var uniqueKey: String?
+    /// How long the unique key holds after enqueue (default one hour).
+    public var uniqueForSeconds: Int?
+    public var tags: [String]?
+
+    public init(queue: String? = nil, task: String, args: JSONValue? = nil, priority: Int? = nil, runAt: Date? = nil,
+                delaySeconds: Double? = nil, maxAttempts: Int? = nil, backoffSeconds: Int? = nil, timeoutSeconds: Int? = nil,
+                uniqueKey: String? = nil, uniqueForSeconds: Int? = nil, tags: [String]? = nil) {
+        self.queue = queue
+        self.task = task
+        self.args = args
+        self.priority = priority
+        self.runAt = runAt
+        self.delaySeconds = delaySeconds
+        self.maxAttempts = maxAttempts
+        self.backoffSeconds = backoffSeconds
+        self.timeoutSeconds = timeoutSeconds
+        self.uniqueKey = uniqueKey
+        self.uniqueForSeconds = uniqueForSeconds
+        self.tags = tags
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case queue, task, args, priority, tags
+        case runAt = "run_at"
+        case delaySeconds = "delay_seconds"
+        case maxAttempts = "max_attempts"
+        case backoffSeconds = "backoff_seconds"
+        case timeoutSeconds = "timeout_seconds"
+        case uniqueKey = "unique_key"
+        case uniqueForSeconds = "unique_for_seconds"
+    }
+}

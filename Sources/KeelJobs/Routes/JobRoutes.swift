@@ -1,0 +1,67 @@
+import Foundation
+import Hummingbird
+import KeelCore
+import KeelServer
+
+/// `/api/v1/jobs`: enqueue (one or a batch), list with filters, show, cancel, retry.
+struct JobRoutes {
+    let queue: JobQueue
+    let limits: RequestLimits
+
+    func register(on routes: inout RouteRegistrar) {
+        let (queue, limits) = (self.queue, self.limits)
+        routes.add(.post, "/api/v1/jobs", access: .permission("jobs:write")) { request, _ in
+            let body = try await request.decodeJSON(JSONValue.self, limits: limits)
+            if case .object(let members) = body, let batch = members["jobs"] {
+                let jobs = try Self.decode([NewJob].self, from: batch, field: "jobs")
+                return try .json(["items": try await queue.enqueue(jobs)], status: .created)
+            }
+            let outcome = try await queue.enqueue([try Self.decode(NewJob.self, from: body, field: "")])[0]
+            // An existing job holding the unique key is answered, not created again.
+            return try .json(outcome.job, status: outcome.duplicate ? .ok : .created)
+        }
+        routes.add(.get, "/api/v1/jobs", access: .permission("jobs:read")) { request, _ in
+            let parameters = request.uri.queryParameters
+            let page = try Pagination(parameters, idPrefix: "job")
+            var filter = JobQueue.Filter()
+            var errors: [FieldError] = []
+            filter.queue = parameters.get("queue")
+            filter.task = parameters.get("task")
+            filter.tag = parameters.get("tag")
+            if let state = parameters.get("state") {
+                filter.state = JobState(rawValue: state)
+                if filter.state == nil {
+                    errors.append(FieldError(field: "state", message: "must be one of \(JobState.allCases.map(\.rawValue).joined(separator: ", "))"))
+                }
+            }
+            for (name, keyPath) in [("since", \JobQueue.Filter.since), ("until", \JobQueue.Filter.until)] {
+                guard let text = parameters.get(name) else { continue }
+                if let date = Timestamp.parse(text) { filter[keyPath: keyPath] = date } else {
+                    errors.append(FieldError(field: name, message: "must be an RFC 3339 timestamp such as 2026-01-31T12:00:00Z"))
+                }
+            }
+            guard errors.isEmpty else { throw Problem.invalidParameters(errors) }
+            return try .json(try await queue.list(filter, limit: page.limit, after: page.after))
+        }
+        routes.add(.get, "/api/v1/jobs/{id}", access: .permission("jobs:read")) { _, context in
+            try .json(try await queue.job(id: try context.parameters.require("id")))
+        }
+        routes.add(.post, "/api/v1/jobs/{id}/cancel", access: .permission("jobs:write")) { _, context in
+            try .json(try await queue.cancel(id: try context.parameters.require("id")))
+        }
+        routes.add(.post, "/api/v1/jobs/{id}/retry", access: .permission("jobs:write")) { _, context in
+            try .json(try await queue.retry(id: try context.parameters.require("id")))
+        }
+    }
+
+    /// A JSON value as `T`, with the shape errors of `decodeJSON` (422 naming the field).
+    static func decode<T: Decodable>(_ type: T.Type, from value: JSONValue, field: String) throws -> T {
+        do {
+            return try JSONDecoder.keel().decode(T.self, from: JSONEncoder.keel().encode(value))
+        } catch let error as DecodingError {
+            var fieldError = FieldError(error)
+            if !field.isEmpty { fieldError.field = fieldError.field.isEmpty ? field : field + (fieldError.field.hasPrefix("[") ? "" : ".") + fieldError.field }
+            throw Problem.validation("The body does not match the expected shape.", errors: [fieldError])
+        }
+    }
+}

@@ -1,0 +1,48 @@
+import KeelStore
+
+/// The jobs schema. The claim index serves "the next runnable jobs of a queue by priority, then due
+/// time"; unique keys live in their own table so that exactly one enqueue wins a key across processes.
+enum JobMigrations {
+    static let all: [Migration] = [
+        Migration.portable(module: "jobs", version: 1, name: "jobs and unique keys", statements: [
+            """
+            CREATE TABLE keel_jobs (
+                id TEXT PRIMARY KEY,
+                queue TEXT NOT NULL,
+                task TEXT NOT NULL,
+                args TEXT NOT NULL,
+                priority INTEGER NOT NULL,
+                state TEXT NOT NULL,
+                run_at {TS} NOT NULL,
+                attempt INTEGER NOT NULL,
+                max_attempts INTEGER NOT NULL,
+                backoff_seconds INTEGER,
+                timeout_seconds INTEGER NOT NULL,
+                unique_key TEXT,
+                tags TEXT NOT NULL,
+                result TEXT,
+                errors TEXT NOT NULL,
+                progress_percent INTEGER,
+                progress_message TEXT,
+                cancel_requested {BOOL} NOT NULL,
+                created_at {TS} NOT NULL,
+                started_at {TS},
+                finished_at {TS},
+                worker_id TEXT,
+                lease_token TEXT,
+                lease_expires_at {TS}
+            )
+            """,
+            "CREATE INDEX keel_jobs_claim ON keel_jobs (queue, priority DESC, run_at, id) WHERE state IN ('available', 'scheduled', 'retrying')",
+            "CREATE INDEX keel_jobs_running ON keel_jobs (lease_expires_at) WHERE state = 'running'",
+            "CREATE INDEX keel_jobs_state ON keel_jobs (state, id)",
+            """
+            CREATE TABLE keel_job_unique_keys (
+                key TEXT PRIMARY KEY,
+                job_id TEXT NOT NULL,
+                until {TS} NOT NULL
+            )
+            """,
+        ]),
+    ]
+}

@@ -1,0 +1,187 @@
+import Foundation
+import KeelCore
+import KeelServer
+import Logging
+import Metrics
+import ServiceLifecycle
+import Synchronization
+
+/// Runs handlers for the jobs of its queues, each queue with its own concurrency. It claims in
+/// batches up to its free slots, renews leases while handlers run, stops a handler whose job was
+/// cancelled or timed out, and rescues the jobs of workers that died. On graceful shutdown it stops
+/// claiming, lets running jobs finish until `drainTimeout`, then gives the rest back.
+public final class JobWorker: Service {
+    public let id: String
+    let queue: JobQueue
+    let concurrency: [String: Int]
+    let leaseSeconds: Int
+    let idlePoll: Duration
+    let drainTimeout: Duration
+    let readiness: Readiness?
+    private let running = Mutex<[String: RunningJob]>([:])
+    private let logger = Logger(label: "keel.jobs.worker")
+
+    /// - Parameters:
+    ///   - concurrency: queue name → jobs run at once.
+    ///   - idlePoll: how often an idle queue looks for work other processes enqueued.
+    public init(queue: JobQueue, concurrency: [String: Int], leaseSeconds: Int = 30, idlePoll: Duration = .seconds(1),
+                drainTimeout: Duration = .seconds(25), readiness: Readiness? = nil) {
+        self.id = KeelID.make(prefix: "wrk")
+        self.queue = queue
+        self.concurrency = concurrency
+        self.leaseSeconds = leaseSeconds
+        self.idlePoll = idlePoll
+        self.drainTimeout = drainTimeout
+        self.readiness = readiness
+    }
+
+    public func run() async throws {
+        if let readiness {
+            guard await readiness.waitUntilMigrated() else { try? await gracefulShutdown(); return }
+        }
+        logger.info("worker started", metadata: ["worker_id": .string(id), "queues": .string(concurrency.map { "\($0.key)=\($0.value)" }.sorted().joined(separator: ","))])
+        await withTaskGroup(of: Void.self) { group in
+            for (name, slots) in concurrency {
+                group.addTask { await cancelWhenGracefulShutdown { await self.claimLoop(queue: name, slots: slots) } }
+            }
+            group.addTask { await cancelWhenGracefulShutdown { await self.leaseLoop() } }
+            await group.waitForAll()
+        }
+        await drain()
+        logger.info("worker stopped", metadata: ["worker_id": .string(id)])
+    }
+
+    private func runningCount(queue name: String) -> Int {
+        running.withLock { $0.values.filter { $0.claim.job.queue == name }.count }
+    }
+
+    private func claimLoop(queue name: String, slots: Int) async {
+        var failures = 0
+        while !Task.isCancelled {
+            let seen = queue.wake.current
+            let free = slots - runningCount(queue: name)
+            var claimed: [JobQueue.Claim] = []
+            if free > 0 {
+                do {
+                    claimed = try await queue.claim(queue: name, limit: free, workerID: id, leaseSeconds: leaseSeconds)
+                    failures = 0
+                } catch {
+                    failures += 1
+                    logger.warning("cannot claim jobs", metadata: ["queue": .string(name), "error": "\(error)"])
+                    try? await Task.sleep(for: .milliseconds(min(5000, 100 * (1 << min(failures, 6)))))
+                    continue
+                }
+            }
+            for claim in claimed { start(claim) }
+            // A full batch means more may be waiting; otherwise sleep until work or a free slot appears.
+            if claimed.isEmpty || claimed.count < free { await queue.wake.wait(after: seen, timeout: idlePoll) }
+        }
+    }
+
+    private func start(_ claim: JobQueue.Claim) {
+        let job = claim.job
+        guard let entry = queue.tasks.entry(job.task) else {
+            Task { _ = try? await queue.fail(claim, error: "no handler for task \(job.task) in this worker", permanent: true, workerID: id) }
+            return
+        }
+        let context = JobContext(jobID: job.id, attempt: job.attempt) { [queue] percent, message in
+            try? await queue.progress(claim, percent: percent, message: message)
+        }
+        // The handler runs in its own task so that stopping it (cancel, timeout, shutdown) leaves the
+        // bookkeeping below free to write the outcome to the store.
+        let run = RunningJob(claim: claim, handler: Task { try await entry.handler(job.args, context) })
+        running.withLock { $0[job.id] = run }
+        Task { await self.finish(run) }
+    }
+
+    private func finish(_ run: RunningJob) async {
+        let claim = run.claim
+        let job = claim.job
+        defer {
+            running.withLock { _ = $0.removeValue(forKey: job.id) }
+            queue.wake.signal()  // a slot is free
+        }
+        if let startedAt = job.startedAt {
+            Timer(label: "keel_job_wait_seconds", dimensions: [("queue", job.queue)], preferredDisplayUnit: .seconds)
+                .recordInterval(job.attempt == 1 ? job.createdAt : job.runAt, startedAt)
+        }
+        let watchdog = Task {
+            try await Task.sleep(for: .seconds(job.timeoutSeconds))
+            run.stop(.timedOut)
+        }
+        defer { watchdog.cancel() }
+        do {
+            let result = try await run.handler.value
+            _ = try await queue.complete(claim, result: result)
+        } catch {
+            switch run.stopReason {
+            case .timedOut:
+                _ = try? await queue.fail(claim, error: "timed out after \(job.timeoutSeconds) s", workerID: id)
+            case .cancelled:
+                _ = try? await queue.fail(claim, error: "cancelled while running", cancelled: true, workerID: id)
+            case .shutdown:
+                _ = try? await queue.release(claim)
+            case nil:
+                _ = try? await queue.fail(claim, error: String(describing: error), permanent: error is PermanentJobFailure, workerID: id)
+            }
+        }
+    }
+
+    /// Renews leases of running jobs, stops those cancelled through the store, and rescues the jobs
+    /// of lost workers.
+    private func leaseLoop() async {
+        let interval = Duration.milliseconds(max(200, leaseSeconds * 1000 / 3))
+        while !Task.isCancelled {
+            try? await Task.sleep(for: interval)
+            let current = running.withLock { $0 }
+            do {
+                let cancelled = try await queue.heartbeat(current.values.map(\.claim), leaseSeconds: leaseSeconds)
+                for id in cancelled { current[id]?.stop(.cancelled) }
+                try await queue.rescueExpiredLeases()
+            } catch {
+                logger.warning("cannot renew job leases", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// Waits for running jobs until the drain deadline, then stops them and gives them back.
+    private func drain() async {
+        let deadline = ContinuousClock.now + drainTimeout
+        // A cancelled worker (not a graceful stop) gives its jobs back at once.
+        while !Task.isCancelled, ContinuousClock.now < deadline, running.withLock({ !$0.isEmpty }) {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        for run in running.withLock({ Array($0.values) }) { run.stop(.shutdown) }
+        // Let the give-backs reach the store, bounded so a handler ignoring cancellation cannot hold the exit;
+        // the pause is a detached sleep because this task may itself be cancelled (a sleep would return at once).
+        let giveBack = ContinuousClock.now + .seconds(5)
+        while ContinuousClock.now < giveBack, running.withLock({ !$0.isEmpty }) {
+            await Task.detached { try? await Task.sleep(for: .milliseconds(10)) }.value
+        }
+    }
+}
+
+/// A handler at work, and why it was stopped, if it was.
+final class RunningJob: Sendable {
+    enum StopReason: Sendable { case cancelled, timedOut, shutdown }
+
+    let claim: JobQueue.Claim
+    let handler: Task<JSONValue, any Error>
+    private let reason = Mutex<StopReason?>(nil)
+
+    init(claim: JobQueue.Claim, handler: Task<JSONValue, any Error>) {
+        self.claim = claim
+        self.handler = handler
+    }
+
+    var stopReason: StopReason? { reason.withLock { $0 } }
+
+    func stop(_ why: StopReason) {
+        let first = reason.withLock { reason -> Bool in
+            guard reason == nil else { return false }
+            reason = why
+            return true
+        }
+        if first { handler.cancel() }
+    }
+}

@@ -1,0 +1,26 @@
+import KeelCore
+import KeelIdentity
+import KeelJobs
+import KeelServer
+import KeelStore
+import KeelTelemetry
+
+/// The capabilities this binary hosts, composed in one place for `up`, `serve`, `migrate` and the
+/// tests that hold the whole API to its documentation and access matrix.
+public enum Platform {
+    public static var migrations: [Migration] { KeelMigrations.all + IdentityModule.migrations + JobsModule.migrations }
+
+    /// Every module, and the identity service that authenticates their routes.
+    public static func modules(config: KeelConfig, store: any Store, tasks: JobRegistry = JobRegistry(), jwksRefetchInterval: Double = 30,
+                               printFirstAdminPassword: @escaping @Sendable (String, String) -> Void = IdentityService.printOnce)
+        -> (modules: [any KeelModule], identity: IdentityService) {
+        let identity = IdentityService(config: config, store: store, jwksRefetchInterval: jwksRefetchInterval)
+        let jobs = JobQueue(store: store, tasks: tasks)
+        return ([IdentityModule(service: identity, printFirstAdminPassword: printFirstAdminPassword), JobsModule(queue: jobs)], identity)
+    }
+
+    public static func server(config: KeelConfig, store: any Store, telemetry: Telemetry) -> KeelServer {
+        let (modules, identity) = modules(config: config, store: store)
+        return KeelServer(config: config, store: store, telemetry: telemetry, modules: modules, authenticator: identity)
+    }
+}

@@ -1,0 +1,222 @@
+import Foundation
+@testable import KeelJobs
+import KeelServer
+import KeelStore
+import KeelTestSupport
+import Synchronization
+import Testing
+
+/// Runs `body` with a job queue on a migrated scratch store of `kind`.
+func withQueue(_ kind: StoreKind, tasks: JobRegistry = .testTasks, _ body: (JobQueue) async throws -> Void) async throws {
+    try await withScratchStore(kind) { store in
+        try await store.migrate(JobsModule.migrations)
+        try await body(JobQueue(store: store, tasks: tasks))
+    }
+}
+
+/// Runs `body` while `worker` works, then stops it.
+func whileWorking(_ worker: JobWorker, _ body: () async throws -> Void) async throws {
+    let task = Task { try await worker.run() }
+    defer { task.cancel() }
+    try await body()
+}
+
+/// Polls until `condition` holds or `timeout` passes.
+func eventually(timeout: Duration = .seconds(20), _ condition: () async throws -> Bool) async throws -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return true }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    return false
+}
+
+struct Echo: Codable, Sendable, Equatable { var n: Int }
+
+/// Counts how often each job ran, to prove none ran twice.
+final class RunLog: Sendable {
+    let runs = Mutex<[Int: Int]>([:])
+    func record(_ n: Int) { runs.withLock { $0[n, default: 0] += 1 } }
+    var counts: [Int: Int] { runs.withLock { $0 } }
+}
+
+let testRunLog = RunLog()
+
+extension JobRegistry {
+    static var testTasks: JobRegistry {
+        var registry = JobRegistry()
+        registry.register("echo") { (args: Echo, _: JobContext) in args }
+        registry.register("count") { (args: Echo, _: JobContext) in testRunLog.record(args.n); return args }
+        registry.register("fail", backoffSeconds: 1) { (_: Echo, context: JobContext) -> Echo in
+            throw TestFailure("attempt \(context.attempt) failed")
+        }
+        registry.register("sleep") { (args: Echo, context: JobContext) -> Echo in
+            for step in 0..<(args.n * 10) {
+                await context.progress(step, "step \(step)")
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            return args
+        }
+        return registry
+    }
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+@Suite struct JobQueueTests {
+    @Test(arguments: StoreKind.allCases)
+    func badJobsAreRefusedWithReasonsAndBatchesAreAllOrNothing(_ kind: StoreKind) async throws {
+        try await withQueue(kind) { queue in
+            func problem(_ jobs: [NewJob]) async -> Problem? {
+                do { _ = try await queue.enqueue(jobs); return nil } catch { return error as? Problem }
+            }
+            let unknown = await problem([NewJob(task: "no.such.task")])
+            #expect(unknown?.status == .unprocessableContent)
+            let unknownErrors = String(describing: unknown?.extensions["errors"])
+            #expect(unknownErrors.contains("is not a task any worker handles"))
+            #expect(await problem([NewJob(task: "echo", delaySeconds: -1)])?.status == .unprocessableContent)
+            #expect(await problem([NewJob(task: "echo", runAt: Date(), delaySeconds: 5)])?.status == .unprocessableContent)
+            #expect(await problem([NewJob(queue: "bad queue!", task: "echo")])?.status == .unprocessableContent)
+            #expect(await problem([NewJob(task: "echo", args: .string(String(repeating: "x", count: 70_000)))])?.status == .unprocessableContent)
+            let batch = await problem([NewJob(task: "echo"), NewJob(task: "echo", maxAttempts: 0)])
+            let batchErrors = String(describing: batch?.extensions["errors"])
+            #expect(batchErrors.contains("jobs[1].max_attempts"))
+            let check1 = try await queue.list(.init(), limit: 10, after: nil).items.isEmpty
+            #expect(check1)
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func aUniqueKeyMakesExactlyOneJobUnderConcurrentEnqueues(_ kind: StoreKind) async throws {
+        try await withQueue(kind) { queue in
+            let outcomes = try await withThrowingTaskGroup(of: EnqueueOutcome.self) { group in
+                for n in 0..<20 {
+                    group.addTask { try await queue.enqueue([NewJob(task: "echo", args: .object(["n": .number(Double(n))]), uniqueKey: "invoice-42")])[0] }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(Set(outcomes.map(\.job.id)).count == 1)
+            #expect(outcomes.filter { !$0.duplicate }.count == 1)
+            let check2 = try await queue.list(.init(), limit: 50, after: nil).items.count == 1
+            #expect(check2)
+            // After the window the key is free again.
+            let short = try await queue.enqueue([NewJob(task: "echo", uniqueKey: "short", uniqueForSeconds: 1)])[0]
+            try await Task.sleep(for: .milliseconds(1100))
+            let again = try await queue.enqueue([NewJob(task: "echo", uniqueKey: "short", uniqueForSeconds: 1)])[0]
+            #expect(!again.duplicate && again.job.id != short.job.id)
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func workersRunJobsByPriorityAndRecordResults(_ kind: StoreKind) async throws {
+        try await withQueue(kind) { queue in
+            let jobs = try await queue.enqueue((0..<40).map { NewJob(task: "echo", args: .object(["n": .number(Double($0))]), priority: $0 % 3) })
+            let delayed = try await queue.enqueue([NewJob(task: "echo", args: .object(["n": .number(99)]), delaySeconds: 1.5)])[0].job
+            #expect(delayed.state == .scheduled)
+            let worker = JobWorker(queue: queue, concurrency: [JobQueue.anyQueue: 4], idlePoll: .milliseconds(200))
+            try await whileWorking(worker) {
+                let check3 = try await eventually { try await queue.list(.init(), limit: 200, after: nil).items.allSatisfy { $0.state == .succeeded } }
+                #expect(check3)
+            }
+            for outcome in jobs {
+                let job = try await queue.job(id: outcome.job.id)
+                #expect(job.result == outcome.job.args)
+                #expect(job.attempt == 1 && job.workerID == worker.id && job.finishedAt != nil)
+            }
+            let ranDelayed = try await queue.job(id: delayed.id)
+            #expect(try #require(ranDelayed.startedAt) >= delayed.runAt)
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func failuresRetryWithBackoffThenDieWithTheirHistory(_ kind: StoreKind) async throws {
+        try await withQueue(kind) { queue in
+            let job = try await queue.enqueue([NewJob(task: "fail", args: .object(["n": .number(1)]), maxAttempts: 3)])[0].job
+            let worker = JobWorker(queue: queue, concurrency: ["default": 1], idlePoll: .milliseconds(100))
+            try await whileWorking(worker) {
+                let check4 = try await eventually { try await queue.job(id: job.id).state == .dead }
+                #expect(check4)
+            }
+            let dead = try await queue.job(id: job.id)
+            #expect(dead.attempt == 3)
+            #expect(dead.errors.map(\.attempt) == [1, 2, 3])
+            #expect(dead.errors.map(\.error) == ["attempt 1 failed", "attempt 2 failed", "attempt 3 failed"])
+            // Backoff: base 1 s doubling with ±25% jitter between the attempts.
+            let gaps = zip(dead.errors.dropFirst(), dead.errors).map { $0.at.timeIntervalSince($1.at) }
+            #expect(gaps[0] >= 0.7 && gaps[1] >= 1.4)
+
+            let retried = try await queue.retry(id: job.id)
+            #expect(retried.state == .available && retried.maxAttempts == 4)
+            await #expect(throws: Problem.self) { _ = try await queue.retry(id: job.id) }
+        }
+    }
+
+    @Test func timeoutsAndCancellationStopRunningHandlers() async throws {
+        try await withQueue(.sqlite) { queue in
+            let slow = try await queue.enqueue([NewJob(task: "sleep", args: .object(["n": .number(30)]), maxAttempts: 1, timeoutSeconds: 1)])[0].job
+            let cancelMe = try await queue.enqueue([NewJob(task: "sleep", args: .object(["n": .number(30)]))])[0].job
+            let worker = JobWorker(queue: queue, concurrency: ["default": 2], leaseSeconds: 2, idlePoll: .milliseconds(100))
+            try await whileWorking(worker) {
+                let check5 = try await eventually { try await queue.job(id: cancelMe.id).progress != nil }
+                #expect(check5)
+                let requested = try await queue.cancel(id: cancelMe.id)
+                #expect(requested.cancelRequested && requested.state == .running)
+                let check6 = try await eventually { try await queue.job(id: cancelMe.id).state == .cancelled }
+                #expect(check6)
+                let check7 = try await eventually { try await queue.job(id: slow.id).state == .dead }
+                #expect(check7)
+            }
+            let check8 = try await queue.job(id: slow.id).errors.first?.error == "timed out after 1 s"
+            #expect(check8)
+            let check9 = try await queue.job(id: cancelMe.id).errors.first?.error == "cancelled while running"
+            #expect(check9)
+            await #expect(throws: Problem.self) { _ = try await queue.cancel(id: slow.id) }
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func jobsOfALostWorkerAreRescuedAndStaleLeasesChangeNothing(_ kind: StoreKind) async throws {
+        try await withQueue(kind) { queue in
+            let job = try await queue.enqueue([NewJob(task: "echo", args: .object(["n": .number(7)]))])[0].job
+            // A worker claims it and dies: no heartbeat, no completion.
+            let lost = try #require(try await queue.claim(queue: "default", limit: 10, workerID: "wrk_gone", leaseSeconds: 1).first)
+            let check10 = try await queue.claim(queue: "default", limit: 10, workerID: "wrk_other", leaseSeconds: 1).isEmpty
+            #expect(check10)
+            try await Task.sleep(for: .milliseconds(1100))
+            let check11 = try await queue.rescueExpiredLeases() == 1
+            #expect(check11)
+            let rescued = try await queue.job(id: job.id)
+            #expect(rescued.state == .retrying && rescued.attempt == 1)
+            #expect(rescued.errors.first?.error.contains("wrk_gone lost its lease") == true)
+            // The dead worker's late answer is ignored.
+            let check12 = try await queue.complete(lost, result: .string("late")) == false
+            #expect(check12)
+            let check13 = try await queue.job(id: job.id).result == nil
+            #expect(check13)
+        }
+    }
+
+    @Test func manyWorkersOnPostgresNeverRunAJobTwice() async throws {
+        try await withQueue(.postgres) { queue in
+            let jobs = (0..<600).map { NewJob(task: "count", args: .object(["n": .number(Double($0 + 10_000))])) }
+            _ = try await queue.enqueue(Array(jobs[..<300]))
+            _ = try await queue.enqueue(Array(jobs[300...]))
+            let workers = (0..<3).map { _ in JobWorker(queue: queue, concurrency: ["default": 8], idlePoll: .milliseconds(50)) }
+            let tasks = workers.map { worker in Task { try await worker.run() } }
+            defer { tasks.forEach { $0.cancel() } }
+            let check14 = try await eventually(timeout: .seconds(60)) {
+                let unfinished = try await queue.store.query("SELECT COUNT(*) AS n FROM keel_jobs WHERE state <> 'succeeded'")
+                return try unfinished.first?.int("n") == 0
+            }
+            #expect(check14)
+            let counts = testRunLog.counts.filter { $0.key >= 10_000 }
+            #expect(counts.count == 600)
+            #expect(counts.values.allSatisfy { $0 == 1 })
+            let byWorker = try await queue.store.query("SELECT COUNT(DISTINCT worker_id) AS n FROM keel_jobs")
+            #expect(try byWorker.first?.int("n") ?? 0 >= 2)
+        }
+    }
+}
