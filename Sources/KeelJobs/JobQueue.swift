@@ -71,6 +71,7 @@ public final class JobQueue: Sendable {
         let prepared = rows
 
         let outcomes: [(id: String, duplicate: Bool)] = try await store.transaction { tx in
+            try await Self.checkMaxLength(prepared.map { $0.job.queue ?? Self.defaultQueue }, in: tx)
             var outcomes: [(String, Bool)] = []
             for row in prepared {
                 let job = row.job
@@ -110,6 +111,20 @@ public final class JobQueue: Sendable {
             result.append(EnqueueOutcome(job: try await job(id: outcome.id), duplicate: outcome.duplicate))
         }
         return result
+    }
+
+    /// Refuses the batch with 429 when it would push a queue past its `max_length` of waiting jobs.
+    static func checkMaxLength(_ queues: [String], in tx: any StoreTransaction) async throws {
+        for (name, adding) in Dictionary(queues.map { ($0, 1) }, uniquingKeysWith: +) {
+            guard let limit = try await tx.query("SELECT max_length FROM keel_queues WHERE name = \(name)").first?.optionalInt("max_length") else { continue }
+            let waiting = try await tx.query("""
+                SELECT COUNT(*) AS n FROM keel_jobs WHERE queue = \(name) AND state IN ('available', 'scheduled', 'retrying')
+                """).first?.int("n") ?? 0
+            if waiting + adding > limit {
+                throw Problem.tooManyRequests("Queue \(name) holds \(waiting) waiting jobs, its limit is \(limit); retry when it has drained.",
+                                              retryAfterSeconds: 5)
+            }
+        }
     }
 
     func validate(_ job: NewJob, now: Date) -> [FieldError] {
@@ -237,6 +252,7 @@ public final class JobQueue: Sendable {
             WHERE id IN (SELECT id FROM keel_jobs WHERE state IN ('available', 'scheduled', 'retrying') AND run_at <= \(now)
             """
         if queue != Self.anyQueue { query.append(" AND queue = \(queue)") }
+        query.append(" AND queue NOT IN (SELECT name FROM keel_queues WHERE paused = \(true))")
         query.append(" ORDER BY priority DESC, run_at, id LIMIT \(limit)")
         query.append(store.dialect == .postgres ? " FOR UPDATE SKIP LOCKED)" : ")")
         query.append(" RETURNING \(unsafeRaw: JobRecord.columns)")

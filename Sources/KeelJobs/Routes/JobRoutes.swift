@@ -52,6 +52,28 @@ struct JobRoutes {
         routes.add(.post, "/api/v1/jobs/{id}/retry", access: .permission("jobs:write")) { _, context in
             try .json(try await queue.retry(id: try context.parameters.require("id")))
         }
+        routes.add(.get, "/api/v1/queues", access: .permission("jobs:read")) { _, _ in
+            try .json(["items": try await queue.queues()])
+        }
+        routes.add(.get, "/api/v1/queues/{name}", access: .permission("jobs:read")) { _, context in
+            try .json(try await queue.queue(named: try context.parameters.require("name")))
+        }
+        routes.add(.patch, "/api/v1/queues/{name}", access: .permission("jobs:write")) { request, context in
+            let change = try await request.decodeJSON(QueueChange.self, limits: limits)
+            return try .json(try await queue.updateQueue(named: try context.parameters.require("name"), change))
+        }
+        routes.add(.post, "/api/v1/queues/{name}/pause", access: .permission("jobs:write")) { _, context in
+            try .json(try await queue.updateQueue(named: try context.parameters.require("name"), QueueChange(paused: true)))
+        }
+        routes.add(.post, "/api/v1/queues/{name}/resume", access: .permission("jobs:write")) { _, context in
+            try .json(try await queue.updateQueue(named: try context.parameters.require("name"), QueueChange(paused: false)))
+        }
+        routes.add(.post, "/api/v1/queues/{name}/purge", access: .permission("jobs:write")) { request, context in
+            struct Purge: Decodable { let states: [JobState]? }
+            let states = request.headers[.contentLength].flatMap(Int.init) ?? 0 > 0
+                ? try await request.decodeJSON(Purge.self, limits: limits).states : nil
+            return try .json(["purged": try await queue.purge(queue: try context.parameters.require("name"), states: states)])
+        }
     }
 
     /// A JSON value as `T`, with the shape errors of `decodeJSON` (422 naming the field).

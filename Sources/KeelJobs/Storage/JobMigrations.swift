@@ -44,5 +44,15 @@ enum JobMigrations {
             )
             """,
         ]),
+        Migration.portable(module: "jobs", version: 2, name: "queue settings", statements: [
+            """
+            CREATE TABLE keel_queues (
+                name TEXT PRIMARY KEY,
+                paused {BOOL} NOT NULL,
+                max_length INTEGER,
+                updated_at {TS} NOT NULL
+            )
+            """,
+        ]),
     ]
 }

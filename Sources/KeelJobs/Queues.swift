@@ -1,0 +1,92 @@
+import Foundation
+import KeelCore
+import KeelServer
+import KeelStore
+
+/// A queue as the API shows it: its settings and how many jobs it holds in each state.
+public struct QueueRecord: Codable, Sendable, Equatable {
+    public var name: String
+    public var paused: Bool
+    public var maxLength: Int?
+    public var counts: [String: Int]
+
+    enum CodingKeys: String, CodingKey {
+        case name, paused, counts
+        case maxLength = "max_length"
+    }
+}
+
+/// `PATCH /api/v1/queues/{name}`.
+public struct QueueChange: Codable, Sendable {
+    public var paused: Bool?
+    /// Waiting jobs the queue may hold; `0` removes the limit.
+    public var maxLength: Int?
+
+    public init(paused: Bool? = nil, maxLength: Int? = nil) {
+        self.paused = paused
+        self.maxLength = maxLength
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case paused
+        case maxLength = "max_length"
+    }
+}
+
+extension JobQueue {
+    /// Every queue that has jobs or settings, with counts by state.
+    public func queues() async throws -> [QueueRecord] {
+        var records: [String: QueueRecord] = [:]
+        for row in try await store.query("SELECT name, paused, max_length FROM keel_queues") {
+            let name = try row.string("name")
+            records[name] = QueueRecord(name: name, paused: try row.bool("paused"), maxLength: try row.optionalInt("max_length"), counts: [:])
+        }
+        for row in try await store.query("SELECT queue, state, COUNT(*) AS n FROM keel_jobs GROUP BY queue, state") {
+            let name = try row.string("queue")
+            records[name, default: QueueRecord(name: name, paused: false, maxLength: nil, counts: [:])].counts[try row.string("state")] = try row.int("n")
+        }
+        return records.values.map { record in
+            var record = record
+            for state in JobState.allCases where record.counts[state.rawValue] == nil { record.counts[state.rawValue] = 0 }
+            return record
+        }.sorted { $0.name < $1.name }
+    }
+
+    public func queue(named name: String) async throws -> QueueRecord {
+        try await queues().first { $0.name == name } ?? QueueRecord(
+            name: name, paused: false, maxLength: nil, counts: Dictionary(uniqueKeysWithValues: JobState.allCases.map { ($0.rawValue, 0) }))
+    }
+
+    public func updateQueue(named name: String, _ change: QueueChange) async throws -> QueueRecord {
+        var errors: [FieldError] = []
+        if !Self.isValidName(name, maxLength: 100) || name == Self.anyQueue {
+            errors.append(FieldError(field: "name", message: "must be 1-100 characters of letters, digits, '.', '_', ':' or '-'"))
+        }
+        if let length = change.maxLength, !(0...100_000_000).contains(length) {
+            errors.append(FieldError(field: "max_length", message: "must be from 0 (no limit) to 100000000"))
+        }
+        guard errors.isEmpty else { throw Problem.validation("The queue change is invalid.", errors: errors) }
+        let current = try await queue(named: name)
+        let paused = change.paused ?? current.paused
+        let maxLength = change.maxLength.map { $0 == 0 ? nil : $0 } ?? current.maxLength
+        try await store.transaction { tx in
+            try await tx.execute("DELETE FROM keel_queues WHERE name = \(name)")
+            try await tx.execute("INSERT INTO keel_queues (name, paused, max_length, updated_at) VALUES (\(name), \(paused), \(maxLength), \(self.clock.now()))")
+        }
+        if !paused { wake.signal() }
+        return try await queue(named: name)
+    }
+
+    /// Deletes a queue's jobs in `states` (by default the waiting ones: Celery's purge); returns how many.
+    public func purge(queue name: String, states: [JobState]?) async throws -> Int {
+        let states = states ?? JobState.claimable
+        if states.contains(.running) {
+            throw Problem.validation("Running jobs cannot be purged.", errors: [FieldError(field: "states", message: "must not include running; cancel them first")])
+        }
+        var deleted = 0
+        for state in states {
+            deleted += try await store.execute("DELETE FROM keel_jobs WHERE queue = \(name) AND state = \(state.rawValue) RETURNING id").count
+        }
+        return deleted
+    }
+}
