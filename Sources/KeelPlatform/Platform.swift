@@ -16,7 +16,7 @@ public enum Platform {
         -> (modules: [any KeelModule], identity: IdentityService) {
         let identity = IdentityService(config: config, store: store, jwksRefetchInterval: jwksRefetchInterval)
         let jobs = JobQueue(store: store, tasks: tasks)
-        return ([IdentityModule(service: identity, printFirstAdminPassword: printFirstAdminPassword), JobsModule(queue: jobs)], identity)
+        return ([IdentityModule(service: identity, printFirstAdminPassword: printFirstAdminPassword), JobsModule(queue: jobs, concurrency: config.workerQueues)], identity)
     }
 
     public static func server(config: KeelConfig, store: any Store, telemetry: Telemetry) -> KeelServer {

@@ -24,10 +24,17 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Comma-separated roles: \(Role.allCases.map(\.rawValue).joined(separator: ",")) (default: all, or $KEEL_ROLES).")
     var roles: String?
 
+    @Option(name: [.customLong("queues"), .customLong("worker-queues")],
+            help: "Queues the worker role works, with concurrency: email=4,payment=2 (default *=4, every queue).")
+    var queues: String?
+
     @OptionGroup var options: ServerOptions
 
     func run() async throws {
-        try await serve(options.load(extraFlags: roles.map { ["roles": $0] } ?? [:]).config)
+        var flags: [String: String] = [:]
+        flags["roles"] = roles
+        flags["worker_queues"] = queues
+        try await serve(options.load(extraFlags: flags).config)
     }
 }
 

@@ -85,6 +85,9 @@ extension ConfigKey {
         ConfigKey(name: "shutdown_timeout_seconds", summary: "how long a graceful shutdown may drain before it is forced", isSecret: false,
                   apply: { text, config throws(ConfigExpectation) in config.shutdownTimeoutSeconds = try parseInt(text, in: 1...3600) },
                   display: { String($0.shutdownTimeoutSeconds) }),
+        ConfigKey(name: "worker_queues", summary: "queues the worker role works, with concurrency: email=4,payment=2 (* = every queue)", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in config.workerQueues = try parseQueues(text) },
+                  display: { $0.workerQueues.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",") }),
         ConfigKey(name: "public_url", summary: "URL clients reach Keel at; the issuer of its tokens (default http://host:port)", isSecret: false,
                   apply: { text, config throws(ConfigExpectation) in
                       guard !text.isEmpty else { config.publicURL = nil; return }
@@ -181,6 +184,20 @@ func parseRoles(_ text: String) throws(ConfigExpectation) -> Set<Role> {
         roles.insert(role)
     }
     return roles
+}
+
+func parseQueues(_ text: String) throws(ConfigExpectation) -> [String: Int] {
+    let expectation = ConfigExpectation("comma-separated queue=concurrency pairs such as email=4,payment=2 (* for every queue), concurrency 1-1000")
+    var queues: [String: Int] = [:]
+    for pair in text.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
+        let parts = pair.split(separator: "=", omittingEmptySubsequences: false)
+        guard parts.count == 2, let slots = Int(parts[1]), (1...1000).contains(slots), !parts[0].isEmpty,
+              parts[0] == "*" || parts[0].utf8.allSatisfy({ $0 > 32 && $0 < 127 && $0 != UInt8(ascii: "*") })
+        else { throw expectation }
+        queues[String(parts[0])] = slots
+    }
+    guard !queues.isEmpty else { throw expectation }
+    return queues
 }
 
 func parseByteSize(_ text: String) throws(ConfigExpectation) -> Int {

@@ -21,6 +21,8 @@ public struct KeelConfig: Sendable, Equatable {
     /// The URL clients use to reach Keel; the issuer (`iss`) of its tokens. Defaults to `http://host:port`.
     public var publicURL: String?
     public var auth = AuthSettings()
+    /// Queue name → jobs the worker role runs at once; `*` stands for every queue.
+    public var workerQueues: [String: Int] = ["*": 4]
 
     public init() {}
 
