@@ -50,57 +50,78 @@ public final class JobQueue: Sendable {
     /// Creates the jobs in one transaction; all or none. A job whose unique key is held by a job
     /// enqueued within its window is not created again: the outcome names the existing job.
     public func enqueue(_ jobs: [NewJob]) async throws -> [EnqueueOutcome] {
+        let prepared = try prepare(jobs)
+        let outcomes = try await store.transaction { tx in try await self.insert(prepared, in: tx) }
+        return try await finishEnqueue(outcomes)
+    }
+
+    /// A validated job ready to insert.
+    struct PreparedJob: Sendable {
+        let id: String
+        let job: NewJob
+        let args: String
+        let runAt: Date
+        let now: Date
+    }
+
+    /// Validates `jobs`, naming each bad field (`jobs[3].task` in a batch), before anything is written.
+    func prepare(_ jobs: [NewJob]) throws -> [PreparedJob] {
         guard !jobs.isEmpty, jobs.count <= limits.maxBatch else {
             throw Problem.validation("A batch holds 1 to \(limits.maxBatch) jobs.", errors: [FieldError(field: "jobs", message: "must hold 1 to \(limits.maxBatch) jobs")])
         }
         let now = clock.now()
         var errors: [FieldError] = []
-        var rows: [(id: String, job: NewJob, args: String, runAt: Date)] = []
+        var rows: [PreparedJob] = []
         for (index, job) in jobs.enumerated() {
             let prefix = jobs.count == 1 ? "" : "jobs[\(index)]."
-            let problems = validate(job, now: now)
-            errors += problems.map { FieldError(field: prefix + $0.field, message: $0.message) }
+            errors += validate(job, now: now).map { FieldError(field: prefix + $0.field, message: $0.message) }
             let args = String(decoding: (try? JSONEncoder.keel().encode(job.args ?? .object([:]))) ?? Data(), as: UTF8.self)
             if args.utf8.count > limits.maxArgsBytes {
                 errors.append(FieldError(field: prefix + "args", message: "must be at most \(limits.maxArgsBytes) bytes of JSON"))
             }
-            let runAt = job.runAt ?? now.addingTimeInterval(job.delaySeconds ?? 0)
-            rows.append((KeelID.make(prefix: "job", now: now), job, args, runAt))
+            rows.append(PreparedJob(id: KeelID.make(prefix: "job", now: now), job: job, args: args,
+                                    runAt: job.runAt ?? now.addingTimeInterval(job.delaySeconds ?? 0), now: now))
         }
         guard errors.isEmpty else { throw Problem.validation(jobs.count == 1 ? "The job is invalid." : "The batch is invalid; nothing was enqueued.", errors: errors) }
-        let prepared = rows
+        return rows
+    }
 
-        let outcomes: [(id: String, duplicate: Bool)] = try await store.transaction { tx in
-            try await Self.checkMaxLength(prepared.map { $0.job.queue ?? Self.defaultQueue }, in: tx)
-            var outcomes: [(String, Bool)] = []
-            for row in prepared {
-                let job = row.job
-                if let key = job.uniqueKey {
-                    let until = now.addingTimeInterval(TimeInterval(job.uniqueForSeconds ?? Self.defaultUniqueSeconds))
-                    let won = try await tx.execute("""
-                        INSERT INTO keel_job_unique_keys (key, job_id, until) VALUES (\(key), \(row.id), \(until))
-                        ON CONFLICT (key) DO UPDATE SET job_id = excluded.job_id, until = excluded.until WHERE keel_job_unique_keys.until <= \(now)
-                        RETURNING job_id
-                        """)
-                    if won.isEmpty {
-                        let holder = try await tx.query("SELECT job_id FROM keel_job_unique_keys WHERE key = \(key)")
-                        outcomes.append((try holder.first?.string("job_id") ?? row.id, true))
-                        continue
-                    }
-                }
-                let state: JobState = row.runAt > now ? .scheduled : .available
-                try await tx.execute("""
-                    INSERT INTO keel_jobs (id, queue, task, args, priority, state, run_at, attempt, max_attempts, backoff_seconds, timeout_seconds,
-                                           unique_key, tags, result, errors, progress_percent, progress_message, cancel_requested, created_at)
-                    VALUES (\(row.id), \(job.queue ?? Self.defaultQueue), \(job.task), \(row.args), \(job.priority ?? 0), \(state.rawValue), \(row.runAt), \(0),
-                            \(job.maxAttempts ?? Self.defaultMaxAttempts), \(job.backoffSeconds), \(job.timeoutSeconds ?? Self.defaultTimeoutSeconds),
-                            \(job.uniqueKey), \(Self.encodeJSON(job.tags ?? [])), \(Optional<String>.none), \("[]"), \(Optional<Int>.none),
-                            \(Optional<String>.none), \(false), \(now))
+    /// Inserts prepared jobs inside the caller's transaction (the scheduler enqueues with its fire record).
+    func insert(_ prepared: [PreparedJob], in tx: any StoreTransaction) async throws -> [(id: String, duplicate: Bool)] {
+        try await Self.checkMaxLength(prepared.map { $0.job.queue ?? Self.defaultQueue }, in: tx)
+        var outcomes: [(id: String, duplicate: Bool)] = []
+        for row in prepared {
+            let job = row.job
+            let now = row.now
+            if let key = job.uniqueKey {
+                let until = now.addingTimeInterval(TimeInterval(job.uniqueForSeconds ?? Self.defaultUniqueSeconds))
+                let won = try await tx.execute("""
+                    INSERT INTO keel_job_unique_keys (key, job_id, until) VALUES (\(key), \(row.id), \(until))
+                    ON CONFLICT (key) DO UPDATE SET job_id = excluded.job_id, until = excluded.until WHERE keel_job_unique_keys.until <= \(now)
+                    RETURNING job_id
                     """)
-                outcomes.append((row.id, false))
+                if won.isEmpty {
+                    let holder = try await tx.query("SELECT job_id FROM keel_job_unique_keys WHERE key = \(key)")
+                    outcomes.append((try holder.first?.string("job_id") ?? row.id, true))
+                    continue
+                }
             }
-            return outcomes
+            let state: JobState = row.runAt > now ? .scheduled : .available
+            try await tx.execute("""
+                INSERT INTO keel_jobs (id, queue, task, args, priority, state, run_at, attempt, max_attempts, backoff_seconds, timeout_seconds,
+                                       unique_key, tags, result, errors, progress_percent, progress_message, cancel_requested, created_at)
+                VALUES (\(row.id), \(job.queue ?? Self.defaultQueue), \(job.task), \(row.args), \(job.priority ?? 0), \(state.rawValue), \(row.runAt), \(0),
+                        \(job.maxAttempts ?? Self.defaultMaxAttempts), \(job.backoffSeconds), \(job.timeoutSeconds ?? Self.defaultTimeoutSeconds),
+                        \(job.uniqueKey), \(Self.encodeJSON(job.tags ?? [])), \(Optional<String>.none), \("[]"), \(Optional<Int>.none),
+                        \(Optional<String>.none), \(false), \(now))
+                """)
+            outcomes.append((row.id, false))
         }
+        return outcomes
+    }
+
+    /// After the commit: metrics, a wake-up for idle workers, and the jobs as they now stand.
+    func finishEnqueue(_ outcomes: [(id: String, duplicate: Bool)]) async throws -> [EnqueueOutcome] {
         let created = outcomes.filter { !$0.duplicate }.count
         if created > 0 {
             Counter(label: "keel_jobs_enqueued_total").increment(by: created)

@@ -3,7 +3,8 @@ import KeelServer
 import KeelStore
 import ServiceLifecycle
 
-/// Jobs as a Keel module: the schema, `/api/v1/jobs` on the api role, and a worker on the worker role.
+/// Jobs as a Keel module: the schema, `/api/v1/jobs|queues|schedules` on the api role, a worker on the worker
+/// role, and the schedule ticker on the scheduler role.
 public struct JobsModule: KeelModule {
     public let queue: JobQueue
     /// Queue name → concurrency for this process's worker; ``JobQueue/anyQueue`` works every queue.
@@ -24,7 +25,13 @@ public struct JobsModule: KeelModule {
     }
 
     public func services(context: ModuleContext) -> [any Service] {
-        guard context.config.roles.contains(.worker), !concurrency.isEmpty else { return [] }
-        return [JobWorker(queue: queue, concurrency: concurrency, readiness: context.readiness)]
+        var services: [any Service] = []
+        if context.config.roles.contains(.worker), !concurrency.isEmpty {
+            services.append(JobWorker(queue: queue, concurrency: concurrency, readiness: context.readiness))
+        }
+        if context.config.roles.contains(.scheduler) {
+            services.append(JobScheduler(queue: queue, readiness: context.readiness))
+        }
+        return services
     }
 }

@@ -52,6 +52,37 @@ struct JobRoutes {
         routes.add(.post, "/api/v1/jobs/{id}/retry", access: .permission("jobs:write")) { _, context in
             try .json(try await queue.retry(id: try context.parameters.require("id")))
         }
+        routes.add(.get, "/api/v1/schedules", access: .permission("jobs:read")) { _, _ in
+            try .json(["items": try await queue.schedules()])
+        }
+        routes.add(.post, "/api/v1/schedules", access: .permission("jobs:write")) { request, _ in
+            let input = try await request.decodeJSON(ScheduleInput.self, limits: limits)
+            guard let name = input.name else {
+                throw Problem.validation("The schedule is invalid.", errors: [FieldError(field: "name", message: "is required")])
+            }
+            if (try? await queue.schedule(named: name)) != nil { throw Problem.conflict("A schedule named \(name) exists; PUT /api/v1/schedules/\(name) replaces it.") }
+            return try .json(try await queue.saveSchedule(named: name, input), status: .created)
+        }
+        routes.add(.get, "/api/v1/schedules/{name}", access: .permission("jobs:read")) { _, context in
+            try .json(try await queue.schedule(named: try context.parameters.require("name")))
+        }
+        routes.add(.put, "/api/v1/schedules/{name}", access: .permission("jobs:write")) { request, context in
+            let input = try await request.decodeJSON(ScheduleInput.self, limits: limits)
+            return try .json(try await queue.saveSchedule(named: try context.parameters.require("name"), input))
+        }
+        routes.add(.delete, "/api/v1/schedules/{name}", access: .permission("jobs:write")) { _, context in
+            try await queue.deleteSchedule(named: try context.parameters.require("name"))
+            return Response(status: .noContent)
+        }
+        routes.add(.post, "/api/v1/schedules/{name}/pause", access: .permission("jobs:write")) { _, context in
+            try .json(try await queue.setSchedulePaused(try context.parameters.require("name"), paused: true))
+        }
+        routes.add(.post, "/api/v1/schedules/{name}/resume", access: .permission("jobs:write")) { _, context in
+            try .json(try await queue.setSchedulePaused(try context.parameters.require("name"), paused: false))
+        }
+        routes.add(.post, "/api/v1/schedules/{name}/trigger", access: .permission("jobs:write")) { _, context in
+            try .json(try await queue.triggerSchedule(try context.parameters.require("name")), status: .created)
+        }
         routes.add(.get, "/api/v1/queues", access: .permission("jobs:read")) { _, _ in
             try .json(["items": try await queue.queues()])
         }

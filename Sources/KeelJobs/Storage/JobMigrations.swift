@@ -54,5 +54,34 @@ enum JobMigrations {
             )
             """,
         ]),
+        Migration.portable(module: "jobs", version: 3, name: "schedules and their fires", statements: [
+            """
+            CREATE TABLE keel_schedules (
+                name TEXT PRIMARY KEY,
+                cron TEXT,
+                every_seconds INTEGER,
+                timezone TEXT NOT NULL,
+                queue TEXT NOT NULL,
+                task TEXT NOT NULL,
+                args TEXT NOT NULL,
+                paused {BOOL} NOT NULL,
+                misfire TEXT NOT NULL,
+                next_run_at {TS},
+                last_run_at {TS},
+                last_job_id TEXT,
+                created_at {TS} NOT NULL,
+                updated_at {TS} NOT NULL
+            )
+            """,
+            // One row per (schedule, fire time): the primary key is what makes a tick fire once across replicas.
+            """
+            CREATE TABLE keel_schedule_fires (
+                schedule TEXT NOT NULL,
+                fire_at {TS} NOT NULL,
+                job_id TEXT NOT NULL,
+                PRIMARY KEY (schedule, fire_at)
+            )
+            """,
+        ]),
     ]
 }
