@@ -50,7 +50,7 @@ public final class JobQueue: Sendable {
     /// Creates the jobs in one transaction; all or none. A job whose unique key is held by a job
     /// enqueued within its window is not created again: the outcome names the existing job.
     public func enqueue(_ jobs: [NewJob]) async throws -> [EnqueueOutcome] {
-        let prepared = try prepare(jobs)
+        let prepared = try await prepare(jobs)
         let outcomes = try await store.transaction { tx in try await self.insert(prepared, in: tx) }
         return try await finishEnqueue(outcomes)
     }
@@ -65,16 +65,18 @@ public final class JobQueue: Sendable {
     }
 
     /// Validates `jobs`, naming each bad field (`jobs[3].task` in a batch), before anything is written.
-    func prepare(_ jobs: [NewJob]) throws -> [PreparedJob] {
+    func prepare(_ jobs: [NewJob]) async throws -> [PreparedJob] {
         guard !jobs.isEmpty, jobs.count <= limits.maxBatch else {
             throw Problem.validation("A batch holds 1 to \(limits.maxBatch) jobs.", errors: [FieldError(field: "jobs", message: "must hold 1 to \(limits.maxBatch) jobs")])
         }
         let now = clock.now()
+        let external = try await externalQueues(among: Set(jobs.map { $0.queue ?? Self.defaultQueue }))
         var errors: [FieldError] = []
         var rows: [PreparedJob] = []
         for (index, job) in jobs.enumerated() {
             let prefix = jobs.count == 1 ? "" : "jobs[\(index)]."
-            errors += validate(job, now: now).map { FieldError(field: prefix + $0.field, message: $0.message) }
+            errors += validate(job, now: now, externalQueue: external.contains(job.queue ?? Self.defaultQueue))
+                .map { FieldError(field: prefix + $0.field, message: $0.message) }
             let args = String(decoding: (try? JSONEncoder.keel().encode(job.args ?? .object([:]))) ?? Data(), as: UTF8.self)
             if args.utf8.count > limits.maxArgsBytes {
                 errors.append(FieldError(field: prefix + "args", message: "must be at most \(limits.maxArgsBytes) bytes of JSON"))
@@ -148,12 +150,13 @@ public final class JobQueue: Sendable {
         }
     }
 
-    func validate(_ job: NewJob, now: Date) -> [FieldError] {
+    /// - Parameter externalQueue: the job's queue is worked over HTTP, so any well-formed task name goes.
+    func validate(_ job: NewJob, now: Date, externalQueue: Bool = false) -> [FieldError] {
         var errors: [FieldError] = []
         if !Self.isValidName(job.task, maxLength: 200) {
             errors.append(FieldError(field: "task", message: "must be 1-200 characters of letters, digits, '.', '_', ':' or '-'"))
-        } else if !tasks.knows(job.task) {
-            errors.append(FieldError(field: "task", message: "\"\(job.task)\" is not a task any worker handles"))
+        } else if !externalQueue && !tasks.knows(job.task) {
+            errors.append(FieldError(field: "task", message: "\"\(job.task)\" is not a task any worker handles (mark the queue external for HTTP workers)"))
         }
         if let queue = job.queue, !Self.isValidName(queue, maxLength: 100) {
             errors.append(FieldError(field: "queue", message: "must be 1-100 characters of letters, digits, '.', '_', ':' or '-'"))
@@ -263,7 +266,10 @@ public final class JobQueue: Sendable {
 
     /// Claims up to `limit` runnable jobs of `queue` (or of any queue for ``anyQueue``), highest priority and earliest due first. On
     /// PostgreSQL `SKIP LOCKED` lets many workers claim side by side; SQLite's single writer serializes.
-    func claim(queue: String, limit: Int, workerID: String, leaseSeconds: Int) async throws -> [Claim] {
+    /// - Parameter tasks: only jobs of these tasks (a built-in worker claims what it can run); `nil` for
+    ///   any task (an HTTP worker names its own queues).
+    func claim(queue: String, limit: Int, workerID: String, leaseSeconds: Int, tasks: [String]? = nil) async throws -> [Claim] {
+        if let tasks, tasks.isEmpty { return [] }
         let now = clock.now()
         let token = KeelID.make(prefix: "lease", now: now)
         let expires = now.addingTimeInterval(TimeInterval(leaseSeconds))
@@ -274,6 +280,11 @@ public final class JobQueue: Sendable {
             """
         if queue != Self.anyQueue { query.append(" AND queue = \(queue)") }
         query.append(" AND queue NOT IN (SELECT name FROM keel_queues WHERE paused = \(true))")
+        if let tasks {
+            query.append(" AND task IN (")
+            for (index, task) in tasks.enumerated() { query.append(index == 0 ? "\(task)" : ", \(task)") }
+            query.append(")")
+        }
         query.append(" ORDER BY priority DESC, run_at, id LIMIT \(limit)")
         query.append(store.dialect == .postgres ? " FOR UPDATE SKIP LOCKED)" : ")")
         query.append(" RETURNING \(unsafeRaw: JobRecord.columns)")
@@ -316,6 +327,11 @@ public final class JobQueue: Sendable {
         let base = Double(job.backoffSeconds ?? tasks.backoffSeconds(for: job.task) ?? Self.defaultBackoffSeconds)
         let delay = min(base * pow(2, Double(max(0, job.attempt - 1))), 86_400)
         return delay * Double.random(in: 0.75...1.25)
+    }
+
+    /// Whether `token` is the current lease of job `id` (compared in the store by the query, never in Swift).
+    func holdsLease(id: String, token: String) async throws -> Bool {
+        !(try await store.query("SELECT id FROM keel_jobs WHERE id = \(id) AND lease_token = \(token) AND state = 'running'").isEmpty)
     }
 
     /// Extends the leases of running jobs; returns the ids whose cancellation was requested.

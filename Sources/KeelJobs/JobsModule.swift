@@ -22,6 +22,7 @@ public struct JobsModule: KeelModule {
     public func register(on routes: inout RouteRegistrar, context: ModuleContext) {
         guard context.config.roles.contains(.api) else { return }
         JobRoutes(queue: queue, limits: context.limits).register(on: &routes)
+        WorkerRoutes(queue: queue, limits: context.limits).register(on: &routes)
     }
 
     public func services(context: ModuleContext) -> [any Service] {

@@ -8,10 +8,12 @@ public struct QueueRecord: Codable, Sendable, Equatable {
     public var name: String
     public var paused: Bool
     public var maxLength: Int?
+    /// Worked by HTTP workers (any language): enqueues may name tasks this binary does not know.
+    public var external: Bool
     public var counts: [String: Int]
 
     enum CodingKeys: String, CodingKey {
-        case name, paused, counts
+        case name, paused, external, counts
         case maxLength = "max_length"
     }
 }
@@ -21,14 +23,16 @@ public struct QueueChange: Codable, Sendable {
     public var paused: Bool?
     /// Waiting jobs the queue may hold; `0` removes the limit.
     public var maxLength: Int?
+    public var external: Bool?
 
-    public init(paused: Bool? = nil, maxLength: Int? = nil) {
+    public init(paused: Bool? = nil, maxLength: Int? = nil, external: Bool? = nil) {
         self.paused = paused
         self.maxLength = maxLength
+        self.external = external
     }
 
     enum CodingKeys: String, CodingKey {
-        case paused
+        case paused, external
         case maxLength = "max_length"
     }
 }
@@ -37,13 +41,14 @@ extension JobQueue {
     /// Every queue that has jobs or settings, with counts by state.
     public func queues() async throws -> [QueueRecord] {
         var records: [String: QueueRecord] = [:]
-        for row in try await store.query("SELECT name, paused, max_length FROM keel_queues") {
+        for row in try await store.query("SELECT name, paused, max_length, external FROM keel_queues") {
             let name = try row.string("name")
-            records[name] = QueueRecord(name: name, paused: try row.bool("paused"), maxLength: try row.optionalInt("max_length"), counts: [:])
+            records[name] = QueueRecord(name: name, paused: try row.bool("paused"), maxLength: try row.optionalInt("max_length"),
+                                        external: try row.bool("external"), counts: [:])
         }
         for row in try await store.query("SELECT queue, state, COUNT(*) AS n FROM keel_jobs GROUP BY queue, state") {
             let name = try row.string("queue")
-            records[name, default: QueueRecord(name: name, paused: false, maxLength: nil, counts: [:])].counts[try row.string("state")] = try row.int("n")
+            records[name, default: QueueRecord(name: name, paused: false, maxLength: nil, external: false, counts: [:])].counts[try row.string("state")] = try row.int("n")
         }
         return records.values.map { record in
             var record = record
@@ -54,7 +59,7 @@ extension JobQueue {
 
     public func queue(named name: String) async throws -> QueueRecord {
         try await queues().first { $0.name == name } ?? QueueRecord(
-            name: name, paused: false, maxLength: nil, counts: Dictionary(uniqueKeysWithValues: JobState.allCases.map { ($0.rawValue, 0) }))
+            name: name, paused: false, maxLength: nil, external: false, counts: Dictionary(uniqueKeysWithValues: JobState.allCases.map { ($0.rawValue, 0) }))
     }
 
     public func updateQueue(named name: String, _ change: QueueChange) async throws -> QueueRecord {
@@ -69,9 +74,12 @@ extension JobQueue {
         let current = try await queue(named: name)
         let paused = change.paused ?? current.paused
         let maxLength = change.maxLength.map { $0 == 0 ? nil : $0 } ?? current.maxLength
+        let external = change.external ?? current.external
         try await store.transaction { tx in
             try await tx.execute("DELETE FROM keel_queues WHERE name = \(name)")
-            try await tx.execute("INSERT INTO keel_queues (name, paused, max_length, updated_at) VALUES (\(name), \(paused), \(maxLength), \(self.clock.now()))")
+            try await tx.execute("""
+                INSERT INTO keel_queues (name, paused, max_length, external, updated_at) VALUES (\(name), \(paused), \(maxLength), \(external), \(self.clock.now()))
+                """)
         }
         if !paused { wake.signal() }
         return try await queue(named: name)
@@ -88,5 +96,14 @@ extension JobQueue {
             deleted += try await store.execute("DELETE FROM keel_jobs WHERE queue = \(name) AND state = \(state.rawValue) RETURNING id").count
         }
         return deleted
+    }
+}
+
+extension JobQueue {
+    /// The queues, among `names`, that external workers serve.
+    func externalQueues(among names: Set<String>) async throws -> Set<String> {
+        guard !names.isEmpty else { return [] }
+        let rows = try await store.query("SELECT name FROM keel_queues WHERE external = \(true)")
+        return Set(try rows.map { try $0.string("name") }).intersection(names)
     }
 }

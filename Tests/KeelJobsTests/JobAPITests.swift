@@ -18,6 +18,8 @@ import Testing
         let client: any TestClientProtocol
         let token: String
 
+        var port: Int? { client.port }
+
         func call(_ method: HTTPRequest.Method, _ path: String, json: Any? = nil) async throws -> (status: HTTPResponse.Status, json: [String: Any], headers: HTTPFields) {
             var headers: HTTPFields = [.authorization: "Bearer \(token)"]
             var body: ByteBuffer?

@@ -100,11 +100,16 @@ public final class PythonHelper: @unchecked Sendable {
     public let process = Process()
     private let outputPath: String
 
-    public init(_ script: String, arguments: [String]) throws {
+    /// - Parameters:
+    ///   - script: a file in Tests/Support, or a path from the repository root (`examples/...`).
+    ///   - environment: added to this process's environment.
+    public init(_ script: String, arguments: [String], environment: [String: String] = [:]) throws {
         outputPath = NSTemporaryDirectory() + "keel-py-" + UUID().uuidString + ".log"
         _ = FileManager.default.createFile(atPath: outputPath, contents: nil)
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", KeelProcess.supportScript(script)] + arguments
+        let path = script.contains("/") ? KeelProcess.repositoryRoot.appendingPathComponent(script).path : KeelProcess.supportScript(script)
+        process.arguments = ["python3", path] + arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
         process.standardOutput = handle
         process.standardError = handle

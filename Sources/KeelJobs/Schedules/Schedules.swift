@@ -123,7 +123,8 @@ extension JobQueue {
         if TimeZone(identifier: timezone) == nil { errors.append(FieldError(field: "timezone", message: "\"\(timezone)\" is not an IANA time zone such as Europe/Berlin")) }
         let misfire = input.misfire ?? "skip"
         if !["skip", "run_once"].contains(misfire) { errors.append(FieldError(field: "misfire", message: "must be skip or run_once")) }
-        errors += validate(NewJob(queue: input.queue, task: input.task, args: input.args), now: clock.now())
+        let external = try await externalQueues(among: [input.queue ?? Self.defaultQueue])
+        errors += validate(NewJob(queue: input.queue, task: input.task, args: input.args), now: clock.now(), externalQueue: !external.isEmpty)
         guard errors.isEmpty else { throw Problem.validation("The schedule is invalid.", errors: errors) }
 
         let now = clock.now()
@@ -189,7 +190,7 @@ extension JobQueue {
                 try await store.execute("UPDATE keel_schedules SET next_run_at = \(nextAfter) WHERE name = \(schedule.name) AND next_run_at = \(fireAt)")
                 continue
             }
-            let prepared = try prepare([NewJob(queue: schedule.queue, task: schedule.task, args: schedule.args, tags: ["schedule:\(schedule.name)"])])
+            let prepared = try await prepare([NewJob(queue: schedule.queue, task: schedule.task, args: schedule.args, tags: ["schedule:\(schedule.name)"])])
             let outcome: [(id: String, duplicate: Bool)]? = try await store.transaction { tx in
                 let claimed = try await tx.execute("""
                     INSERT INTO keel_schedule_fires (schedule, fire_at, job_id) VALUES (\(schedule.name), \(fireAt), \(prepared[0].id))

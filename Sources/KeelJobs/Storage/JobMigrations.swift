@@ -83,5 +83,8 @@ enum JobMigrations {
             )
             """,
         ]),
+        Migration.portable(module: "jobs", version: 4, name: "queues worked by external workers", statements: [
+            "ALTER TABLE keel_queues ADD COLUMN external {BOOL} NOT NULL DEFAULT FALSE",
+        ]),
     ]
 }

@@ -63,7 +63,7 @@ public final class JobWorker: Service {
             var claimed: [JobQueue.Claim] = []
             if free > 0 {
                 do {
-                    claimed = try await queue.claim(queue: name, limit: free, workerID: id, leaseSeconds: leaseSeconds)
+                    claimed = try await queue.claim(queue: name, limit: free, workerID: id, leaseSeconds: leaseSeconds, tasks: queue.tasks.taskNames)
                     failures = 0
                 } catch {
                     failures += 1
