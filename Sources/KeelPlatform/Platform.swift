@@ -10,8 +10,11 @@ import KeelTelemetry
 public enum Platform {
     public static var migrations: [Migration] { KeelMigrations.all + IdentityModule.migrations + JobsModule.migrations }
 
+    /// The job handlers compiled into this binary (the built-in tasks arrive with the jobs issue's later parts).
+    public static var tasks: JobRegistry { JobRegistry() }
+
     /// Every module, and the identity service that authenticates their routes.
-    public static func modules(config: KeelConfig, store: any Store, tasks: JobRegistry = JobRegistry(), jwksRefetchInterval: Double = 30,
+    public static func modules(config: KeelConfig, store: any Store, tasks: JobRegistry = Platform.tasks, jwksRefetchInterval: Double = 30,
                                printFirstAdminPassword: @escaping @Sendable (String, String) -> Void = IdentityService.printOnce)
         -> (modules: [any KeelModule], identity: IdentityService) {
         let identity = IdentityService(config: config, store: store, jwksRefetchInterval: jwksRefetchInterval)

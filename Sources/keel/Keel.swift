@@ -9,6 +9,7 @@ struct Keel: AsyncParsableCommand {
         abstract: "Keel: gateway, identity, jobs, AI gateway and console in one process.",
         version: KeelVersion.current,
         subcommands: [Up.self, Serve.self, Migrate.self, ConfigCommand.self, UsersCommand.self, APIKeysCommand.self, KeysCommand.self,
+                      JobsCommand.self, QueuesCommand.self, SchedulesCommand.self,
                       VersionCommand.self]
     )
 

@@ -77,6 +77,19 @@ public struct ScheduleInput: Codable, Sendable {
     public var paused: Bool?
     public var misfire: String?
 
+    public init(name: String? = nil, cron: String? = nil, everySeconds: Int? = nil, timezone: String? = nil, queue: String? = nil,
+                task: String, args: JSONValue? = nil, paused: Bool? = nil, misfire: String? = nil) {
+        self.name = name
+        self.cron = cron
+        self.everySeconds = everySeconds
+        self.timezone = timezone
+        self.queue = queue
+        self.task = task
+        self.args = args
+        self.paused = paused
+        self.misfire = misfire
+    }
+
     enum CodingKeys: String, CodingKey {
         case name, cron, timezone, queue, task, args, paused, misfire
         case everySeconds = "every_seconds"
