@@ -30,6 +30,9 @@ public struct JobsModule: KeelModule {
         if context.config.roles.contains(.worker), !concurrency.isEmpty {
             services.append(JobWorker(queue: queue, concurrency: concurrency, readiness: context.readiness))
         }
+        if context.config.roles.contains(.api) {
+            services.append(QueueGauges(queue: queue, readiness: context.readiness))
+        }
         if context.config.roles.contains(.scheduler) {
             services.append(JobScheduler(queue: queue, readiness: context.readiness))
         }

@@ -37,7 +37,7 @@ import Testing
         "PUT /api/v1/schedules/{name}": "jobs:write", "DELETE /api/v1/schedules/{name}": "jobs:write",
         "POST /api/v1/schedules/{name}/pause": "jobs:write", "POST /api/v1/schedules/{name}/resume": "jobs:write",
         "POST /api/v1/schedules/{name}/trigger": "jobs:write",
-        "POST /api/v1/workers/claim": "jobs:write", "POST /api/v1/jobs/{id}/heartbeat": "jobs:write",
+        "GET /api/v1/workers": "jobs:read", "POST /api/v1/workers/claim": "jobs:write", "POST /api/v1/jobs/{id}/heartbeat": "jobs:write",
         "POST /api/v1/jobs/{id}/progress": "jobs:write", "POST /api/v1/jobs/{id}/complete": "jobs:write", "POST /api/v1/jobs/{id}/fail": "jobs:write",
     ]
 

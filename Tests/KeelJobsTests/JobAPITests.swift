@@ -106,6 +106,12 @@ import Testing
             #expect((reports["counts"] as? [String: Int])?["available"] == 1 && reports["max_length"] as? Int == 1)
             #expect(try await api.call(.post, "/api/v1/queues/reports/purge").json["purged"] as? Int == 1)
             #expect(try await api.call(.post, "/api/v1/queues/reports/resume").json["paused"] as? Bool == false)
+
+            // The platform's worker is registered, alive, with its queues.
+            let workers = try await api.call(.get, "/api/v1/workers")
+            let worker = try #require((workers.json["items"] as? [[String: Any]])?.first)
+            #expect(worker["status"] as? String == "alive")
+            #expect((worker["queues"] as? [String: Int])?["*"] == 4)
         }
     }
 }

@@ -56,6 +56,9 @@ struct WorkerRoutes {
 
     func register(on routes: inout RouteRegistrar) {
         let (queue, limits) = (self.queue, self.limits)
+        routes.add(.get, "/api/v1/workers", access: .permission("jobs:read")) { _, _ in
+            try .json(["items": try await queue.workers()])
+        }
         routes.add(.post, "/api/v1/workers/claim", access: .permission("jobs:write")) { request, context in
             let body = try await request.decodeJSON(ClaimRequest.self, limits: limits)
             var errors: [FieldError] = []

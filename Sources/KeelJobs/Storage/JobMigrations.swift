@@ -86,5 +86,20 @@ enum JobMigrations {
         Migration.portable(module: "jobs", version: 4, name: "queues worked by external workers", statements: [
             "ALTER TABLE keel_queues ADD COLUMN external {BOOL} NOT NULL DEFAULT FALSE",
         ]),
+        Migration.portable(module: "jobs", version: 5, name: "worker registry", statements: [
+            """
+            CREATE TABLE keel_workers (
+                id TEXT PRIMARY KEY,
+                hostname TEXT NOT NULL,
+                pid INTEGER NOT NULL,
+                queues TEXT NOT NULL,
+                concurrency INTEGER NOT NULL,
+                running INTEGER NOT NULL,
+                started_at {TS} NOT NULL,
+                heartbeat_at {TS} NOT NULL,
+                stopped_at {TS}
+            )
+            """,
+        ]),
     ]
 }

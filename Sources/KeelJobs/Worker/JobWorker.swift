@@ -40,6 +40,8 @@ public final class JobWorker: Service {
             guard await readiness.waitUntilMigrated() else { try? await gracefulShutdown(); return }
         }
         logger.info("worker started", metadata: ["worker_id": .string(id), "queues": .string(concurrency.map { "\($0.key)=\($0.value)" }.sorted().joined(separator: ","))])
+        let startedAt = Date()
+        try? await queue.registerWorker(id: id, queues: concurrency, running: 0, startedAt: startedAt)
         await withTaskGroup(of: Void.self) { group in
             for (name, slots) in concurrency {
                 group.addTask { await cancelWhenGracefulShutdown { await self.claimLoop(queue: name, slots: slots) } }
@@ -48,6 +50,7 @@ public final class JobWorker: Service {
             await group.waitForAll()
         }
         await drain()
+        try? await queue.deregisterWorker(id: id)
         logger.info("worker stopped", metadata: ["worker_id": .string(id)])
     }
 
@@ -135,6 +138,7 @@ public final class JobWorker: Service {
             try? await Task.sleep(for: interval)
             let current = running.withLock { $0 }
             do {
+                try await queue.registerWorker(id: id, queues: concurrency, running: current.count, startedAt: Date())
                 let cancelled = try await queue.heartbeat(current.values.map(\.claim), leaseSeconds: leaseSeconds)
                 for id in cancelled { current[id]?.stop(.cancelled) }
                 try await queue.rescueExpiredLeases()
