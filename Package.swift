@@ -67,6 +67,9 @@ let package = Package(
         ], resources: [.copy("Resources/common-passwords.txt")]),
         .target(name: "KeelJobs", dependencies: [
             "KeelCore", "KeelStore", "KeelServer",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),

@@ -25,6 +25,10 @@ public struct JobsModule: KeelModule {
         WorkerRoutes(queue: queue, limits: context.limits).register(on: &routes)
     }
 
+    public func prepare(context: ModuleContext) async throws {
+        if context.config.roles.contains(.scheduler) { try await queue.ensurePruneSchedule() }
+    }
+
     public func services(context: ModuleContext) -> [any Service] {
         var services: [any Service] = []
         if context.config.roles.contains(.worker), !concurrency.isEmpty {

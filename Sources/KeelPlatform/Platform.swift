@@ -10,8 +10,12 @@ import KeelTelemetry
 public enum Platform {
     public static var migrations: [Migration] { KeelMigrations.all + IdentityModule.migrations + JobsModule.migrations }
 
-    /// The job handlers compiled into this binary (the built-in tasks arrive with the jobs issue's later parts).
-    public static var tasks: JobRegistry { JobRegistry() }
+    /// The job handlers compiled into this binary: Keel's built-in tasks.
+    public static var tasks: JobRegistry {
+        var registry = JobRegistry()
+        BuiltInTasks.register(in: &registry)
+        return registry
+    }
 
     /// Every module, and the identity service that authenticates their routes.
     public static func modules(config: KeelConfig, store: any Store, tasks: JobRegistry = Platform.tasks, jwksRefetchInterval: Double = 30,

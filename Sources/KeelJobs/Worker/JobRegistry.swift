@@ -6,6 +6,8 @@ import KeelServer
 public struct JobContext: Sendable {
     public let jobID: String
     public let attempt: Int
+    /// The queue the job came from, for Keel's own tasks (pruning works on the store).
+    let queue: JobQueue
     let reportProgress: @Sendable (Int, String?) async -> Void
 
     /// Records progress (0–100) with an optional message, visible in the job's JSON.

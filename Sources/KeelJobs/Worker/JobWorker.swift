@@ -87,7 +87,7 @@ public final class JobWorker: Service {
             Task { _ = try? await queue.fail(claim, error: "no handler for task \(job.task) in this worker", permanent: true, workerID: id) }
             return
         }
-        let context = JobContext(jobID: job.id, attempt: job.attempt) { [queue] percent, message in
+        let context = JobContext(jobID: job.id, attempt: job.attempt, queue: queue) { [queue] percent, message in
             try? await queue.progress(claim, percent: percent, message: message)
         }
         // The handler runs in its own task so that stopping it (cancel, timeout, shutdown) leaves the

@@ -1,0 +1,144 @@
+import AsyncHTTPClient
+import Crypto
+import Foundation
+import KeelCore
+import KeelServer
+import KeelStore
+import NIOCore
+import NIOHTTP1
+
+/// The tasks every Keel binary can run: HTTP calls (webhooks, payment providers, data sync), pruning
+/// of finished jobs, and a no-op for smoke tests and benchmarks.
+public enum BuiltInTasks {
+    public static func register(in registry: inout JobRegistry) {
+        registry.register("keel.noop") { (_: JSONValue, _: JobContext) in JSONValue.null }
+        registry.register("http.request", backoffSeconds: 5) { (args: HTTPRequestArgs, _: JobContext) in try await performHTTPRequest(args) }
+        registry.register("keel.prune") { (args: PruneArgs, context: JobContext) in try await context.queue.prune(args) }
+    }
+
+    // MARK: - http.request
+
+    public struct HTTPRequestArgs: Codable, Sendable {
+        public var method: String?
+        public var url: String
+        public var headers: [String: String]?
+        public var body: String?
+        public var timeoutSeconds: Int?
+        /// Status codes that count as success; default any 2xx.
+        public var expectedStatus: [Int]?
+        /// Signs the body: `X-Keel-Signature: sha256=<hex HMAC-SHA256>` and `X-Keel-Timestamp`.
+        public var hmacSecret: String?
+
+        enum CodingKeys: String, CodingKey {
+            case method, url, headers, body
+            case timeoutSeconds = "timeout_seconds"
+            case expectedStatus = "expected_status"
+            case hmacSecret = "hmac_secret"
+        }
+    }
+
+    public struct HTTPResponseResult: Codable, Sendable {
+        public var status: Int
+        public var body: String
+        public var truncated: Bool
+    }
+
+    static let maxResponseBytes = 64 * 1024
+
+    static func performHTTPRequest(_ args: HTTPRequestArgs) async throws -> HTTPResponseResult {
+        guard let url = URL(string: args.url), ["http", "https"].contains(url.scheme ?? ""), url.host != nil else {
+            throw PermanentJobFailure("url must be an http:// or https:// URL, got \(args.url)")
+        }
+        let method = HTTPMethod(rawValue: (args.method ?? "GET").uppercased())
+        var request = HTTPClientRequest(url: args.url)
+        request.method = method
+        for (name, value) in args.headers ?? [:] { request.headers.add(name: name, value: value) }
+        let body = Data((args.body ?? "").utf8)
+        if args.body != nil { request.body = .bytes(ByteBuffer(bytes: body)) }
+        if let secret = args.hmacSecret {
+            let timestamp = String(Int(Date().timeIntervalSince1970))
+            let mac = HMAC<SHA256>.authenticationCode(for: Data((timestamp + ".").utf8) + body, using: SymmetricKey(data: Data(secret.utf8)))
+            request.headers.add(name: "X-Keel-Timestamp", value: timestamp)
+            request.headers.add(name: "X-Keel-Signature", value: "sha256=" + mac.map { String(format: "%02x", $0) }.joined())
+        }
+        let timeout = TimeAmount.seconds(Int64(args.timeoutSeconds ?? 30))
+        let response = try await HTTPClient.shared.execute(request, timeout: timeout)
+        var collected = ByteBuffer()
+        var truncated = false
+        for try await var chunk in response.body {
+            let room = maxResponseBytes - collected.readableBytes
+            if chunk.readableBytes > room {
+                truncated = true
+                if room > 0, let slice = chunk.readSlice(length: room) { collected.writeImmutableBuffer(slice) }
+                break
+            }
+            collected.writeBuffer(&chunk)
+        }
+        let status = Int(response.status.code)
+        let result = HTTPResponseResult(status: status, body: String(decoding: collected.readableBytesView, as: UTF8.self), truncated: truncated)
+        let expected = args.expectedStatus.map { $0.contains(status) } ?? (200...299).contains(status)
+        guard expected else { throw HTTPStatusFailure(status: status, body: String(result.body.prefix(500))) }
+        return result
+    }
+
+    struct HTTPStatusFailure: Error, CustomStringConvertible {
+        let status: Int
+        let body: String
+        var description: String { "unexpected HTTP status \(status): \(body)" }
+    }
+
+    // MARK: - keel.prune
+
+    public struct PruneArgs: Codable, Sendable {
+        /// Succeeded jobs older than this are deleted (default 7 days).
+        public var succeededAfterSeconds: Int?
+        /// Dead, cancelled and expired jobs older than this are deleted (default 30 days).
+        public var failedAfterSeconds: Int?
+        /// At most this many finished jobs are kept per state (default 100,000).
+        public var keepPerState: Int?
+
+        enum CodingKeys: String, CodingKey {
+            case succeededAfterSeconds = "succeeded_after_seconds"
+            case failedAfterSeconds = "failed_after_seconds"
+            case keepPerState = "keep_per_state"
+        }
+    }
+}
+
+extension JobQueue {
+    /// Retention of finished jobs by age and by count per state, plus the bookkeeping that expires with
+    /// them (spent unique keys, old fire records, long-gone workers). Returns what it deleted.
+    func prune(_ args: BuiltInTasks.PruneArgs) async throws -> [String: Int] {
+        let now = clock.now()
+        var deleted: [String: Int] = [:]
+        let succeededBefore = now.addingTimeInterval(-TimeInterval(args.succeededAfterSeconds ?? 7 * 86_400))
+        let failedBefore = now.addingTimeInterval(-TimeInterval(args.failedAfterSeconds ?? 30 * 86_400))
+        for state in [JobState.succeeded, .dead, .cancelled, .expired] {
+            let before = state == .succeeded ? succeededBefore : failedBefore
+            var count = try await store.execute(
+                "DELETE FROM keel_jobs WHERE state = \(state.rawValue) AND finished_at < \(before) RETURNING id").count
+            let keep = args.keepPerState ?? 100_000
+            // Beyond the newest `keep` of the state (ids are time-ordered).
+            var overflow: SQLQuery = "DELETE FROM keel_jobs WHERE state = \(state.rawValue) AND id IN (SELECT id FROM keel_jobs WHERE state = \(state.rawValue) ORDER BY id DESC"
+            overflow.append(store.dialect == .postgres ? " OFFSET \(keep)) RETURNING id" : " LIMIT -1 OFFSET \(keep)) RETURNING id")
+            count += try await store.execute(overflow).count
+            deleted[state.rawValue] = count
+        }
+        deleted["unique_keys"] = try await store.execute("DELETE FROM keel_job_unique_keys WHERE until < \(now) RETURNING key").count
+        deleted["schedule_fires"] = try await store.execute(
+            "DELETE FROM keel_schedule_fires WHERE fire_at < \(now.addingTimeInterval(-7 * 86_400)) RETURNING schedule").count
+        deleted["workers"] = try await store.execute(
+            "DELETE FROM keel_workers WHERE heartbeat_at < \(now.addingTimeInterval(-86_400)) RETURNING id").count
+        return deleted
+    }
+
+    /// The default retention schedule: `keel.prune` every hour, created once, then the operator's to change.
+    func ensurePruneSchedule() async throws {
+        guard tasks.knows("keel.prune"), (try? await schedule(named: "keel.prune")) == nil else { return }
+        do {
+            _ = try await saveSchedule(named: "keel.prune", ScheduleInput(cron: "@hourly", task: "keel.prune"))
+        } catch let error as StoreError where error.isConstraintViolation {
+            return  // another process created it at the same moment
+        }
+    }
+}

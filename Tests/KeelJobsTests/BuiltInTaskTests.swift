@@ -1,0 +1,86 @@
+import Foundation
+import KeelCore
+@testable import KeelJobs
+import KeelServer
+import KeelStore
+import KeelTestSupport
+import Testing
+
+@Suite struct BuiltInTaskTests {
+    static var builtIns: JobRegistry {
+        var registry = JobRegistry()
+        BuiltInTasks.register(in: &registry)
+        return registry
+    }
+
+    @Test func httpRequestsSignBodiesAndJudgeStatuses() async throws {
+        let port = try freePort()
+        let upstream = try PythonHelper("webhook_receiver.py", arguments: [String(port), "whsec-test"])
+        defer { upstream.stop() }
+        try await upstream.waitFor("listening")
+        try await withQueue(.sqlite, tasks: Self.builtIns) { queue in
+            let base = "http://127.0.0.1:\(port)"
+            func enqueue(_ args: [String: JSONValue], attempts: Int = 1) async throws -> String {
+                try await queue.enqueue([NewJob(task: "http.request", args: .object(args), maxAttempts: attempts)])[0].job.id
+            }
+            let signed = try await enqueue(["method": .string("POST"), "url": .string(base + "/hook"), "body": .string(#"{"order":42}"#),
+                                            "headers": .object(["Content-Type": .string("application/json")]), "hmac_secret": .string("whsec-test")])
+            let wrongSecret = try await enqueue(["method": .string("POST"), "url": .string(base + "/hook"), "body": .string("{}"), "hmac_secret": .string("nope")])
+            let failing = try await enqueue(["url": .string(base + "/fail")])
+            let tolerated = try await enqueue(["url": .string(base + "/fail"), "expected_status": .array([.number(500)])])
+            let big = try await enqueue(["url": .string(base + "/big")])
+            let badURL = try await enqueue(["url": .string("ftp://example.com/file")], attempts: 5)
+
+            let worker = JobWorker(queue: queue, concurrency: ["default": 4], idlePoll: .milliseconds(100))
+            try await whileWorking(worker) {
+                let settled = try await eventually {
+                    try await [signed, wrongSecret, failing, tolerated, big, badURL].asyncMap { try await queue.job(id: $0).state.isFinal }.allSatisfy { $0 }
+                }
+                #expect(settled)
+            }
+            let ok = try await queue.job(id: signed)
+            #expect(ok.state == .succeeded)
+            #expect(ok.result == .object(["status": .number(200), "body": .string(#"{"received": {"order": 42}}"#), "truncated": .bool(false)]))
+            #expect(try await queue.job(id: wrongSecret).errors.first?.error.contains("unexpected HTTP status 401") == true)
+            #expect(try await queue.job(id: failing).state == .dead)
+            #expect(try await queue.job(id: tolerated).state == .succeeded)
+            let truncated = try await queue.job(id: big)
+            if case .object(let result) = truncated.result {
+                #expect(result["truncated"] == .bool(true))
+                if case .string(let body) = result["body"] { #expect(body.utf8.count == 65_536) }
+            } else {
+                Issue.record("no result for the big response")
+            }
+            // A URL that can never work is not retried.
+            let permanent = try await queue.job(id: badURL)
+            #expect(permanent.state == .dead && permanent.attempt == 1)
+        }
+    }
+
+    @Test(arguments: StoreKind.allCases)
+    func pruneDeletesOldAndSurplusFinishedJobs(_ kind: StoreKind) async throws {
+        try await withQueue(kind, tasks: Self.builtIns) { queue in
+            _ = try await queue.enqueue((0..<12).map { _ in NewJob(task: "keel.noop") })
+            let worker = JobWorker(queue: queue, concurrency: ["default": 4], idlePoll: .milliseconds(100))
+            try await whileWorking(worker) {
+                let done = try await eventually { try await queue.list(JobQueue.Filter(), limit: 50, after: nil).items.allSatisfy { $0.state == .succeeded } }
+                #expect(done)
+            }
+            let ids = try await queue.list(JobQueue.Filter(), limit: 50, after: nil).items.map(\.id)
+            let old = Date().addingTimeInterval(-8 * 86_400)
+            for id in ids.prefix(2) { try await queue.store.execute("UPDATE keel_jobs SET finished_at = \(old) WHERE id = \(id)") }
+            let waiting = try await queue.enqueue([NewJob(task: "keel.noop", delaySeconds: 3600)])[0].job
+
+            let deleted = try await queue.prune(BuiltInTasks.PruneArgs(keepPerState: 5))
+            #expect(deleted["succeeded"] == 7)  // 2 by age, then 5 beyond the newest 5
+            let remaining = try await queue.list(JobQueue.Filter(), limit: 50, after: nil).items
+            #expect(remaining.filter { $0.state == .succeeded }.map(\.id) == Array(ids.suffix(5)))
+            #expect(remaining.contains { $0.id == waiting.id })
+
+            try await queue.ensurePruneSchedule()
+            try await queue.ensurePruneSchedule()
+            let schedule = try await queue.schedule(named: "keel.prune")
+            #expect(schedule.cron == "@hourly" && schedule.task == "keel.prune")
+        }
+    }
+}
