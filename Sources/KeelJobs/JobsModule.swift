@@ -32,7 +32,7 @@ public struct JobsModule: KeelModule {
     public func services(context: ModuleContext) -> [any Service] {
         var services: [any Service] = []
         if context.config.roles.contains(.worker), !concurrency.isEmpty {
-            services.append(JobWorker(queue: queue, concurrency: concurrency, readiness: context.readiness))
+            services.append(JobWorker(queue: queue, concurrency: concurrency, leaseSeconds: context.config.jobLeaseSeconds, readiness: context.readiness))
         }
         if context.config.roles.contains(.api) {
             services.append(QueueGauges(queue: queue, readiness: context.readiness))

@@ -88,6 +88,9 @@ extension ConfigKey {
         ConfigKey(name: "worker_queues", summary: "queues the worker role works, with concurrency: email=4,payment=2 (* = every queue)", isSecret: false,
                   apply: { text, config throws(ConfigExpectation) in config.workerQueues = try parseQueues(text) },
                   display: { $0.workerQueues.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",") }),
+        ConfigKey(name: "job_lease_seconds", summary: "lease of a claimed job; a crashed worker's jobs run again after it", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in config.jobLeaseSeconds = try parseInt(text, in: 3...3600) },
+                  display: { String($0.jobLeaseSeconds) }),
         ConfigKey(name: "public_url", summary: "URL clients reach Keel at; the issuer of its tokens (default http://host:port)", isSecret: false,
                   apply: { text, config throws(ConfigExpectation) in
                       guard !text.isEmpty else { config.publicURL = nil; return }

@@ -23,6 +23,8 @@ public struct KeelConfig: Sendable, Equatable {
     public var auth = AuthSettings()
     /// Queue name → jobs the worker role runs at once; `*` stands for every queue.
     public var workerQueues: [String: Int] = ["*": 4]
+    /// How long a claimed job stays a worker's without a heartbeat; a crashed worker's jobs return after it.
+    public var jobLeaseSeconds = 30
 
     public init() {}
 

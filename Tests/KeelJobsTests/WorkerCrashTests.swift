@@ -1,0 +1,66 @@
+import Foundation
+import KeelCore
+@testable import KeelJobs
+import KeelPlatform
+import KeelStore
+import KeelTestSupport
+import Testing
+
+/// Worker processes killed with SIGKILL over and over while jobs drain on PostgreSQL: nothing is lost,
+/// and only the jobs of killed workers run twice.
+@Suite struct WorkerCrashTests {
+    @Test func killingWorkersRepeatedlyLosesNoJobs() async throws {
+        try await TestPostgres.withDatabase { url in
+            let store = try PostgresStore(url: url, tls: .disable, maximumConnections: 4, logger: quietLogger)
+            try await withRunningStore(store) { store in
+                try await store.migrate(Platform.migrations)
+                let queue = JobQueue(store: store, tasks: Platform.tasks)
+                for _ in 0..<5 { _ = try await queue.enqueue((0..<1000).map { _ in NewJob(task: "keel.noop") }) }
+
+                let password = url.password?.value ?? ""
+                let environment = [
+                    "KEEL_DATABASE_URL": "postgres://\(url.username):\(password)@\(url.host):\(url.port)/\(url.database)",
+                    "KEEL_DATABASE_TLS": "disable", "KEEL_JOB_LEASE_SECONDS": "3", "KEEL_WORKER_QUEUES": "*=8",
+                    "KEEL_LOG_LEVEL": "warning", "KEEL_ACCESS_LOG": "false",
+                ]
+                func startWorker() throws -> KeelProcess { try KeelProcess(["serve", "--roles", "worker", "--port", "0"], environment: environment) }
+                var workers = [try startWorker(), try startWorker()]
+                defer { workers.forEach { $0.signal(SIGKILL) } }
+                func succeeded() async throws -> Int {
+                    try await store.query("SELECT COUNT(*) AS n FROM keel_jobs WHERE state = 'succeeded'").first?.int("n") ?? 0
+                }
+
+                var kills = 0
+                let deadline = ContinuousClock.now + .seconds(120)
+                while try await succeeded() < 5000, ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(300))
+                    if kills < 6 {
+                        let victim = kills % 2
+                        workers[victim].signal(SIGKILL)
+                        _ = try await workers[victim].waitForExit()
+                        workers[victim] = try startWorker()
+                        kills += 1
+                    }
+                }
+                #expect(kills == 6)
+                #expect(try await succeeded() == 5000)
+                let states = try await store.query("SELECT state, COUNT(*) AS n FROM keel_jobs GROUP BY state")
+                #expect(try states.map { try $0.string("state") } == ["succeeded"], "\(states)")
+
+                // Every job that ran twice lost its first run to a worker that never said goodbye (was killed).
+                let killed = Set(try await store.query("SELECT id FROM keel_workers WHERE stopped_at IS NULL").map { try $0.string("id") })
+                let repeated = try await store.query("SELECT attempt, errors FROM keel_jobs WHERE attempt > 1")
+                for row in repeated {
+                    let errors = try JSONDecoder.keel().decode([JobAttemptError].self, from: Data(try row.string("errors").utf8))
+                    #expect(errors.count == (try row.int("attempt")) - 1)
+                    for error in errors {
+                        #expect(error.error.contains("lost its lease"))
+                        #expect(error.workerID.map(killed.contains) == true)
+                    }
+                }
+                // At most a batch of in-flight jobs per kill can repeat.
+                #expect(repeated.count <= kills * 8 * 2)
+            }
+        }
+    }
+}
