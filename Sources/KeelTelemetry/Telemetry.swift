@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import KeelCore
 import Logging
 import Metrics
@@ -32,19 +35,21 @@ public final class Telemetry: Sendable {
 
     private static let shared = Mutex<Telemetry?>(nil)
 
-    public static func bootstrap(_ config: KeelConfig) throws -> Telemetry {
+    /// - Parameter logsToStandardError: for command-line tools, whose standard output is their result.
+    public static func bootstrap(_ config: KeelConfig, logsToStandardError: Bool = false) throws -> Telemetry {
         try shared.withLock { shared in
             if let shared { return shared }
-            let telemetry = try make(config)
+            let telemetry = try make(config, logFileDescriptor: logsToStandardError ? STDERR_FILENO : STDOUT_FILENO)
             shared = telemetry
             return telemetry
         }
     }
 
-    private static func make(_ config: KeelConfig) throws -> Telemetry {
+    private static func make(_ config: KeelConfig, logFileDescriptor: Int32) throws -> Telemetry {
         let metadataProvider = OTel.makeLoggingMetadataProvider()
         LoggingSystem.bootstrap({ label, provider in
-            KeelLogHandler(label: label, level: config.logLevel.loggerLevel, format: config.logFormat, metadataProvider: provider)
+            KeelLogHandler(label: label, level: config.logLevel.loggerLevel, format: config.logFormat, metadataProvider: provider,
+                           fileDescriptor: logFileDescriptor)
         }, metadataProvider: metadataProvider)
 
         let metrics = MetricsExporter()

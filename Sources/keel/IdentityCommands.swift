@@ -12,7 +12,7 @@ import KeelTelemetry
 func withIdentity<Result: Sendable>(_ options: ServerOptions, _ body: @escaping @Sendable (IdentityService) async throws -> Result) async throws -> Result {
     var config = try options.load().config
     config.logLevel = min(config.logLevel, .warning)
-    _ = try Telemetry.bootstrap(config)
+    _ = try Telemetry.bootstrap(config, logsToStandardError: true)
     let settings = config
     return try await withRunningStore(config) { store in
         try await store.migrate(Platform.migrations)

@@ -10,7 +10,7 @@ import KeelTelemetry
 func withJobQueue<Result: Sendable>(_ options: ServerOptions, _ body: @escaping @Sendable (JobQueue) async throws -> Result) async throws -> Result {
     var config = try options.load().config
     config.logLevel = min(config.logLevel, .warning)
-    _ = try Telemetry.bootstrap(config)
+    _ = try Telemetry.bootstrap(config, logsToStandardError: true)
     return try await withRunningStore(config) { store in
         try await store.migrate(Platform.migrations)
         return try await body(JobQueue(store: store, tasks: Platform.tasks))

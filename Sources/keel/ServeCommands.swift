@@ -62,7 +62,7 @@ struct Migrate: AsyncParsableCommand {
 
     func run() async throws {
         let config = try options.load().config
-        _ = try Telemetry.bootstrap(config)
+        _ = try Telemetry.bootstrap(config, logsToStandardError: true)
         let status = self.status
         try await withRunningStore(config) { store in
             do {

@@ -64,3 +64,32 @@ import Testing
         }
     }
 }
+
+/// `keel jobs enqueue` from several processes at once with one unique key: exactly one job.
+@Suite struct ConcurrentEnqueueTests {
+    @Test func processesRacingOnAUniqueKeyMakeOneJob() async throws {
+        try await TestPostgres.withDatabase { url in
+            let password = url.password?.value ?? ""
+            let environment = [
+                "KEEL_DATABASE_URL": "postgres://\(url.username):\(password)@\(url.host):\(url.port)/\(url.database)",
+                "KEEL_DATABASE_TLS": "disable",
+            ]
+            // Migrate first, so the race is about the key and not the schema.
+            let migrate = try KeelProcess(["migrate"], environment: environment)
+            #expect(try await migrate.waitForExit() == 0)
+            let racers = try (0..<6).map { _ in
+                try KeelProcess(["jobs", "enqueue", "keel.noop", "--unique-key", "nightly-2026-11-25"], environment: environment)
+            }
+            var ids: [String] = []
+            for racer in racers {
+                #expect(try await racer.waitForExit() == 0, "\(racer.stderr)")
+                ids.append(String(racer.stdout.prefix(while: { !$0.isWhitespace })))
+            }
+            #expect(Set(ids).count == 1, "\(racers.map { $0.stdout + $0.stderr })")
+            #expect(racers.filter { !$0.stdout.contains("already enqueued") }.count == 1)
+            let store = try PostgresStore(url: url, tls: .disable, maximumConnections: 1, logger: quietLogger)
+            let jobs = try await withRunningStore(store) { store in try await store.query("SELECT id FROM keel_jobs").count }
+            #expect(jobs == 1)
+        }
+    }
+}

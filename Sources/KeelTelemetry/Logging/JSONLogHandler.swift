@@ -6,7 +6,8 @@ import Logging
 import Glibc
 #endif
 
-/// Writes one JSON object per line to standard output: `ts`, `level`, `msg`, `logger`, then the metadata
+/// Writes one JSON object per line to standard output (standard error for command-line tools, whose
+/// standard output is their result): `ts`, `level`, `msg`, `logger`, then the metadata
 /// (`request_id`, `trace_id`, `span_id`, ...) as top-level string fields, ready for Loki or any log shipper.
 /// `format: .text` writes the same content as `key=value` lines for people at a terminal.
 public struct KeelLogHandler: LogHandler {
@@ -15,12 +16,15 @@ public struct KeelLogHandler: LogHandler {
     public var metadataProvider: Logger.MetadataProvider?
     private let label: String
     private let format: LogFormat
+    private let fileDescriptor: Int32
 
-    public init(label: String, level: Logger.Level, format: LogFormat, metadataProvider: Logger.MetadataProvider?) {
+    public init(label: String, level: Logger.Level, format: LogFormat, metadataProvider: Logger.MetadataProvider?,
+                fileDescriptor: Int32 = STDOUT_FILENO) {
         self.label = label
         self.logLevel = level
         self.format = format
         self.metadataProvider = metadataProvider
+        self.fileDescriptor = fileDescriptor
     }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
@@ -35,7 +39,7 @@ public struct KeelLogHandler: LogHandler {
         let line = format == .json
             ? Self.json(level: event.level, message: "\(event.message)", label: label, fields: fields)
             : Self.text(level: event.level, message: "\(event.message)", label: label, fields: fields)
-        Self.write(line)
+        Self.write(line, to: fileDescriptor)
     }
 
     static func json(level: Logger.Level, message: String, label: String, fields: Logger.Metadata) -> String {
@@ -82,12 +86,12 @@ public struct KeelLogHandler: LogHandler {
     }
 
     /// One `write(2)` per line: lines from concurrent tasks never interleave.
-    private static func write(_ line: String) {
+    private static func write(_ line: String, to fileDescriptor: Int32) {
         var line = line
         line.withUTF8 { buffer in
             var offset = 0
             while offset < buffer.count {
-                let written = Glibc.write(STDOUT_FILENO, buffer.baseAddress! + offset, buffer.count - offset)
+                let written = Glibc.write(fileDescriptor, buffer.baseAddress! + offset, buffer.count - offset)
                 if written <= 0 { return }
                 offset += written
             }
