@@ -93,3 +93,50 @@ import Testing
         }
     }
 }
+
+/// The database drops every connection in the middle of a drain (a proxy in front of PostgreSQL is
+/// killed and started again): the worker process reconnects and finishes; nothing is lost.
+@Suite struct StoreRestartTests {
+    @Test func aDrainSurvivesTheDatabaseGoingAwayAndComingBack() async throws {
+        try await TestPostgres.withDatabase { direct in
+            let store = try PostgresStore(url: direct, tls: .disable, maximumConnections: 2, logger: quietLogger)
+            try await withRunningStore(store) { store in
+                try await store.migrate(Platform.migrations)
+                let queue = JobQueue(store: store, tasks: Platform.tasks)
+                for _ in 0..<3 { _ = try await queue.enqueue((0..<1000).map { _ in NewJob(task: "keel.noop") }) }
+                func succeeded() async throws -> Int {
+                    try await store.query("SELECT COUNT(*) AS n FROM keel_jobs WHERE state = 'succeeded'").first?.int("n") ?? 0
+                }
+
+                let proxyPort = try freePort()
+                var proxy = try PythonHelper("tcp_proxy.py", arguments: [String(proxyPort), String(direct.port)])
+                try await proxy.waitFor("listening")
+                let password = direct.password?.value ?? ""
+                let worker = try KeelProcess(["serve", "--roles", "worker,api", "--port", "0"], environment: [
+                    "KEEL_DATABASE_URL": "postgres://\(direct.username):\(password)@127.0.0.1:\(proxyPort)/\(direct.database)",
+                    "KEEL_DATABASE_TLS": "disable", "KEEL_JOB_LEASE_SECONDS": "3", "KEEL_ACCESS_LOG": "false",
+                ])
+                defer { worker.signal(SIGKILL) }
+                let port = try await worker.waitUntilReady()
+
+                // Cut the database off once the drain is under way, for two seconds.
+                let started = try await eventually(timeout: .seconds(30)) { try await succeeded() > 300 }
+                #expect(started)
+                proxy.stop()
+                try await Task.sleep(for: .seconds(2))
+                let unready = try RawConnection.request(port: port, method: "GET", path: "/readyz")
+                #expect(unready.status == 503)
+                proxy = try PythonHelper("tcp_proxy.py", arguments: [String(proxyPort), String(direct.port)])
+                defer { proxy.stop() }
+                try await proxy.waitFor("listening")
+
+                let finished = try await eventually(timeout: .seconds(90)) { try await succeeded() == 3000 }
+                let count = try await succeeded()
+                #expect(finished, "\(count) of 3000 succeeded")
+                let states = try await store.query("SELECT state, COUNT(*) AS n FROM keel_jobs GROUP BY state")
+                #expect(try states.map { try $0.string("state") } == ["succeeded"])
+                #expect(try RawConnection.request(port: port, method: "GET", path: "/readyz").status == 200)
+            }
+        }
+    }
+}
