@@ -111,11 +111,11 @@ public final class JobQueue: Sendable {
             let state: JobState = row.runAt > now ? .scheduled : .available
             try await tx.execute("""
                 INSERT INTO keel_jobs (id, queue, task, args, priority, state, run_at, attempt, max_attempts, backoff_seconds, timeout_seconds,
-                                       unique_key, tags, result, errors, progress_percent, progress_message, cancel_requested, created_at)
+                                       unique_key, tags, result, errors, progress_percent, progress_message, cancel_requested, created_at, expires_at)
                 VALUES (\(row.id), \(job.queue ?? Self.defaultQueue), \(job.task), \(row.args), \(job.priority ?? 0), \(state.rawValue), \(row.runAt), \(0),
                         \(job.maxAttempts ?? Self.defaultMaxAttempts), \(job.backoffSeconds), \(job.timeoutSeconds ?? Self.defaultTimeoutSeconds),
                         \(job.uniqueKey), \(Self.encodeJSON(job.tags ?? [])), \(Optional<String>.none), \("[]"), \(Optional<Int>.none),
-                        \(Optional<String>.none), \(false), \(now))
+                        \(Optional<String>.none), \(false), \(now), \(job.ttlSeconds.map { row.runAt.addingTimeInterval(TimeInterval($0)) }))
                 """)
             outcomes.append((row.id, false))
         }
@@ -168,6 +168,7 @@ public final class JobQueue: Sendable {
         if let backoff = job.backoffSeconds, !(1...86_400).contains(backoff) { errors.append(FieldError(field: "backoff_seconds", message: "must be from 1 to 86400")) }
         if let timeout = job.timeoutSeconds, !(1...86_400).contains(timeout) { errors.append(FieldError(field: "timeout_seconds", message: "must be from 1 to 86400")) }
         if let key = job.uniqueKey, key.isEmpty || key.count > 200 { errors.append(FieldError(field: "unique_key", message: "must be 1-200 characters")) }
+        if let ttl = job.ttlSeconds, !(1...31_536_000).contains(ttl) { errors.append(FieldError(field: "ttl_seconds", message: "must be from 1 to 31536000")) }
         if let window = job.uniqueForSeconds, !(1...31_536_000).contains(window) { errors.append(FieldError(field: "unique_for_seconds", message: "must be from 1 to 31536000")) }
         if let tags = job.tags, tags.count > 20 || tags.contains(where: { $0.isEmpty || $0.count > 64 }) {
             errors.append(FieldError(field: "tags", message: "must be at most 20 tags of 1-64 characters"))
@@ -244,7 +245,7 @@ public final class JobQueue: Sendable {
     public func retry(id: String) async throws -> JobRecord {
         let now = clock.now()
         let updated = try await store.execute("""
-            UPDATE keel_jobs SET state = 'available', run_at = \(now), finished_at = NULL, cancel_requested = \(false),
+            UPDATE keel_jobs SET state = 'available', run_at = \(now), finished_at = NULL, cancel_requested = \(false), expires_at = NULL,
                 max_attempts = CASE WHEN max_attempts > attempt THEN max_attempts ELSE attempt + 1 END
             WHERE id = \(id) AND state IN ('dead', 'cancelled', 'expired') RETURNING id
             """)
@@ -277,6 +278,7 @@ public final class JobQueue: Sendable {
             UPDATE keel_jobs SET state = 'running', attempt = attempt + 1, worker_id = \(workerID), lease_token = \(token),
                 lease_expires_at = \(expires), started_at = \(now), progress_percent = NULL, progress_message = NULL
             WHERE id IN (SELECT id FROM keel_jobs WHERE state IN ('available', 'scheduled', 'retrying') AND run_at <= \(now)
+                         AND (expires_at IS NULL OR expires_at > \(now))
             """
         if queue != Self.anyQueue { query.append(" AND queue = \(queue)") }
         query.append(" AND queue NOT IN (SELECT name FROM keel_queues WHERE paused = \(true))")
@@ -362,6 +364,20 @@ public final class JobQueue: Sendable {
             WHERE id = \(claim.job.id) AND lease_token = \(claim.leaseToken) AND state = 'running'
             """)
         wake.signal()
+    }
+
+    /// Unstarted jobs past their TTL end `expired`. Any process may run this.
+    @discardableResult
+    func expireStaleJobs() async throws -> Int {
+        let now = clock.now()
+        let expired = try await store.execute("""
+            UPDATE keel_jobs SET state = 'expired', finished_at = \(now)
+            WHERE state IN ('available', 'scheduled', 'retrying') AND expires_at IS NOT NULL AND expires_at <= \(now) RETURNING queue, task
+            """)
+        for row in expired {
+            Counter(label: "keel_jobs_finished_total", dimensions: [("queue", try row.string("queue")), ("task", try row.string("task")), ("outcome", "expired")]).increment()
+        }
+        return expired.count
     }
 
     /// Jobs whose worker stopped renewing the lease: the attempt counts as failed ("worker lost").

@@ -199,6 +199,26 @@ struct TestFailure: Error, CustomStringConvertible {
         }
     }
 
+    @Test(arguments: StoreKind.allCases)
+    func unstartedJobsExpireAfterTheirTTL(_ kind: StoreKind) async throws {
+        try await withQueue(kind) { queue in
+            _ = try await queue.updateQueue(named: "slow", QueueChange(paused: true))
+            let doomed = try await queue.enqueue([NewJob(queue: "slow", task: "echo", ttlSeconds: 1)])[0].job
+            let patient = try await queue.enqueue([NewJob(queue: "slow", task: "echo", ttlSeconds: 3600)])[0].job
+            #expect(doomed.expiresAt != nil)
+            try await Task.sleep(for: .milliseconds(1100))
+            // Past its TTL a job is never claimed, even before the sweep marks it.
+            _ = try await queue.updateQueue(named: "slow", QueueChange(paused: false))
+            let claimed = try await queue.claim(queue: "slow", limit: 10, workerID: "wrk_test", leaseSeconds: 30)
+            #expect(claimed.map(\.job.id) == [patient.id])
+            #expect(try await queue.expireStaleJobs() == 1)
+            let expired = try await queue.job(id: doomed.id)
+            #expect(expired.state == .expired && expired.finishedAt != nil)
+            let retried = try await queue.retry(id: doomed.id)
+            #expect(retried.state == .available && retried.expiresAt == nil)
+        }
+    }
+
     @Test func manyWorkersOnPostgresNeverRunAJobTwice() async throws {
         try await withQueue(.postgres) { queue in
             let jobs = (0..<600).map { NewJob(task: "count", args: .object(["n": .number(Double($0 + 10_000))])) }

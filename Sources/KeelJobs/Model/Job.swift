@@ -54,6 +54,8 @@ public struct JobRecord: Codable, Sendable, Equatable {
     public var finishedAt: Date?
     public var workerID: String?
     public var leaseExpiresAt: Date?
+    /// An unstarted job becomes `expired` at this time (its TTL).
+    public var expiresAt: Date?
 
     enum CodingKeys: String, CodingKey {
         case id, queue, task, args, priority, state, attempt, tags, result, errors, progress
@@ -68,12 +70,13 @@ public struct JobRecord: Codable, Sendable, Equatable {
         case finishedAt = "finished_at"
         case workerID = "worker_id"
         case leaseExpiresAt = "lease_expires_at"
+        case expiresAt = "expires_at"
     }
 
     static let columns: StaticString = """
         id, queue, task, args, priority, state, run_at, attempt, max_attempts, backoff_seconds, timeout_seconds, unique_key, \
         tags, result, errors, progress_percent, progress_message, cancel_requested, created_at, started_at, finished_at, \
-        worker_id, lease_expires_at
+        worker_id, lease_expires_at, expires_at
         """
 
     init(row: SQLRow) throws {
@@ -105,6 +108,7 @@ public struct JobRecord: Codable, Sendable, Equatable {
         finishedAt = try row.optionalDate("finished_at")
         workerID = try row.optionalString("worker_id")
         leaseExpiresAt = try row.optionalDate("lease_expires_at")
+        expiresAt = try row.optionalDate("expires_at")
     }
 }
 
@@ -123,10 +127,12 @@ public struct NewJob: Codable, Sendable {
     /// How long the unique key holds after enqueue (default one hour).
     public var uniqueForSeconds: Int?
     public var tags: [String]?
+    /// Seconds after `run_at` within which the job must start, else it ends `expired` (RabbitMQ's TTL).
+    public var ttlSeconds: Int?
 
     public init(queue: String? = nil, task: String, args: JSONValue? = nil, priority: Int? = nil, runAt: Date? = nil,
                 delaySeconds: Double? = nil, maxAttempts: Int? = nil, backoffSeconds: Int? = nil, timeoutSeconds: Int? = nil,
-                uniqueKey: String? = nil, uniqueForSeconds: Int? = nil, tags: [String]? = nil) {
+                uniqueKey: String? = nil, uniqueForSeconds: Int? = nil, tags: [String]? = nil, ttlSeconds: Int? = nil) {
         self.queue = queue
         self.task = task
         self.args = args
@@ -139,10 +145,12 @@ public struct NewJob: Codable, Sendable {
         self.uniqueKey = uniqueKey
         self.uniqueForSeconds = uniqueForSeconds
         self.tags = tags
+        self.ttlSeconds = ttlSeconds
     }
 
     enum CodingKeys: String, CodingKey {
         case queue, task, args, priority, tags
+        case ttlSeconds = "ttl_seconds"
         case runAt = "run_at"
         case delaySeconds = "delay_seconds"
         case maxAttempts = "max_attempts"

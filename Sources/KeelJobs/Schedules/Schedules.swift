@@ -247,6 +247,7 @@ public struct JobScheduler: Service {
             while !Task.isCancelled {
                 do {
                     try await queue.fireDueSchedules()
+                    try await queue.expireStaleJobs()
                 } catch {
                     logger.warning("cannot fire schedules", metadata: ["error": "\(error)"])
                 }

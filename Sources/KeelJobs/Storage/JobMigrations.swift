@@ -101,5 +101,8 @@ enum JobMigrations {
             )
             """,
         ]),
+        Migration.portable(module: "jobs", version: 6, name: "job time-to-live", statements: [
+            "ALTER TABLE keel_jobs ADD COLUMN expires_at {TS}",
+        ]),
     ]
 }

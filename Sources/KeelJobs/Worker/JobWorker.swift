@@ -142,6 +142,7 @@ public final class JobWorker: Service {
                 let cancelled = try await queue.heartbeat(current.values.map(\.claim), leaseSeconds: leaseSeconds)
                 for id in cancelled { current[id]?.stop(.cancelled) }
                 try await queue.rescueExpiredLeases()
+                try await queue.expireStaleJobs()
             } catch {
                 logger.warning("cannot renew job leases", metadata: ["error": "\(error)"])
             }
