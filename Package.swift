@@ -66,7 +66,8 @@ let package = Package(
             .product(name: "Tracing", package: "swift-distributed-tracing"),
         ], resources: [.copy("Resources/common-passwords.txt")]),
         .target(name: "KeelJobs", dependencies: [
-            "KeelCore", "KeelStore", "KeelServer",
+            "KeelCore", "KeelStore", "KeelServer", "KeelTelemetry",
+            .product(name: "Tracing", package: "swift-distributed-tracing"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -107,7 +108,8 @@ let package = Package(
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
         ]),
         .testTarget(name: "KeelJobsTests", dependencies: [
-            "KeelJobs", "KeelServer", "KeelPlatform", "KeelTestSupport",
+            "KeelJobs", "KeelServer", "KeelPlatform", "KeelTestSupport", "KeelTelemetry",
+            .product(name: "Tracing", package: "swift-distributed-tracing"),
             .product(name: "HummingbirdTesting", package: "hummingbird"),
         ]),
         .testTarget(name: "KeelCLITests", dependencies: ["KeelCore", "KeelTestSupport"]),

@@ -2,6 +2,7 @@ import Foundation
 import KeelCore
 import KeelServer
 import KeelStore
+import KeelTelemetry
 import Logging
 import Metrics
 import Synchronization
@@ -62,6 +63,8 @@ public final class JobQueue: Sendable {
         let args: String
         let runAt: Date
         let now: Date
+        /// The enqueuer's trace, so the run continues it in whichever process works the job.
+        let traceparent: String?
     }
 
     /// Validates `jobs`, naming each bad field (`jobs[3].task` in a batch), before anything is written.
@@ -71,6 +74,7 @@ public final class JobQueue: Sendable {
         }
         let now = clock.now()
         let external = try await externalQueues(among: Set(jobs.map { $0.queue ?? Self.defaultQueue }))
+        let traceparent = TracePropagation.headers().first { $0.name == "traceparent" }?.value
         var errors: [FieldError] = []
         var rows: [PreparedJob] = []
         for (index, job) in jobs.enumerated() {
@@ -82,7 +86,7 @@ public final class JobQueue: Sendable {
                 errors.append(FieldError(field: prefix + "args", message: "must be at most \(limits.maxArgsBytes) bytes of JSON"))
             }
             rows.append(PreparedJob(id: KeelID.make(prefix: "job", now: now), job: job, args: args,
-                                    runAt: job.runAt ?? now.addingTimeInterval(job.delaySeconds ?? 0), now: now))
+                                    runAt: job.runAt ?? now.addingTimeInterval(job.delaySeconds ?? 0), now: now, traceparent: traceparent))
         }
         guard errors.isEmpty else { throw Problem.validation(jobs.count == 1 ? "The job is invalid." : "The batch is invalid; nothing was enqueued.", errors: errors) }
         return rows
@@ -111,11 +115,13 @@ public final class JobQueue: Sendable {
             let state: JobState = row.runAt > now ? .scheduled : .available
             try await tx.execute("""
                 INSERT INTO keel_jobs (id, queue, task, args, priority, state, run_at, attempt, max_attempts, backoff_seconds, timeout_seconds,
-                                       unique_key, tags, result, errors, progress_percent, progress_message, cancel_requested, created_at, expires_at)
+                                       unique_key, tags, result, errors, progress_percent, progress_message, cancel_requested, created_at, expires_at,
+                                       traceparent)
                 VALUES (\(row.id), \(job.queue ?? Self.defaultQueue), \(job.task), \(row.args), \(job.priority ?? 0), \(state.rawValue), \(row.runAt), \(0),
                         \(job.maxAttempts ?? Self.defaultMaxAttempts), \(job.backoffSeconds), \(job.timeoutSeconds ?? Self.defaultTimeoutSeconds),
                         \(job.uniqueKey), \(Self.encodeJSON(job.tags ?? [])), \(Optional<String>.none), \("[]"), \(Optional<Int>.none),
-                        \(Optional<String>.none), \(false), \(now), \(job.ttlSeconds.map { row.runAt.addingTimeInterval(TimeInterval($0)) }))
+                        \(Optional<String>.none), \(false), \(now), \(job.ttlSeconds.map { row.runAt.addingTimeInterval(TimeInterval($0)) }),
+                        \(row.traceparent))
                 """)
             outcomes.append((row.id, false))
         }
@@ -263,6 +269,8 @@ public final class JobQueue: Sendable {
     public struct Claim: Sendable {
         public var job: JobRecord
         public var leaseToken: String
+        /// The enqueuer's W3C trace context, if it had one.
+        public var traceparent: String? = nil
     }
 
     /// Claims up to `limit` runnable jobs of `queue` (or of any queue for ``anyQueue``), highest priority and earliest due first. On
@@ -289,9 +297,9 @@ public final class JobQueue: Sendable {
         }
         query.append(" ORDER BY priority DESC, run_at, id LIMIT \(limit)")
         query.append(store.dialect == .postgres ? " FOR UPDATE SKIP LOCKED)" : ")")
-        query.append(" RETURNING \(unsafeRaw: JobRecord.columns)")
+        query.append(" RETURNING \(unsafeRaw: JobRecord.columns), traceparent")
         let rows = try await store.execute(query)
-        return try rows.map { Claim(job: try JobRecord(row: $0), leaseToken: token) }.sorted { ($0.job.priority, $1.job.id) > ($1.job.priority, $0.job.id) }
+        return try rows.map { Claim(job: try JobRecord(row: $0), leaseToken: token, traceparent: try $0.optionalString("traceparent")) }.sorted { ($0.job.priority, $1.job.id) > ($1.job.priority, $0.job.id) }
     }
 
     /// Records success; `false` when the lease was lost (the job was rescued or cancelled meanwhile).

@@ -4,6 +4,9 @@ import KeelServer
 import KeelStore
 import KeelTestSupport
 import Synchronization
+import KeelCore
+import KeelTelemetry
+import Tracing
 import Testing
 
 /// Runs `body` with a job queue on a migrated scratch store of `kind`.
@@ -237,6 +240,38 @@ struct TestFailure: Error, CustomStringConvertible {
             #expect(counts.values.allSatisfy { $0 == 1 })
             let byWorker = try await queue.store.query("SELECT COUNT(DISTINCT worker_id) AS n FROM keel_jobs")
             #expect(try byWorker.first?.int("n") ?? 0 >= 2)
+        }
+    }
+}
+
+/// The run of a job continues the trace of whoever enqueued it.
+@Suite struct JobTracingTests {
+    static let seen = Mutex<String?>(nil)
+
+    @Test func aRunContinuesTheEnqueuersTrace() async throws {
+        var config = KeelConfig()
+        config.logLevel = .critical
+        _ = try Telemetry.bootstrap(config)
+        var registry = JobRegistry()
+        registry.register("traced") { (_: JSONValue, _: JobContext) -> JSONValue in
+            Self.seen.withLock { $0 = TracePropagation.headers().first { $0.name == "traceparent" }?.value }
+            return .null
+        }
+        try await withQueue(.sqlite, tasks: registry) { queue in
+            let enqueuer = try await withSpan("enqueue") { _ in
+                _ = try await queue.enqueue([NewJob(task: "traced")])
+                return TracePropagation.headers().first { $0.name == "traceparent" }?.value
+            }
+            let enqueuerTrace = try #require(enqueuer?.split(separator: "-").dropFirst().first)
+            let worker = JobWorker(queue: queue, concurrency: ["default": 1], idlePoll: .milliseconds(50))
+            try await whileWorking(worker) {
+                let ran = try await eventually { Self.seen.withLock { $0 } != nil }
+                #expect(ran)
+            }
+            let runParts = try #require(Self.seen.withLock { $0 }).split(separator: "-")
+            #expect(runParts.dropFirst().first == enqueuerTrace)
+            // The run is its own span inside that trace.
+            #expect(runParts.dropFirst(2).first != enqueuer?.split(separator: "-").dropFirst(2).first)
         }
     }
 }

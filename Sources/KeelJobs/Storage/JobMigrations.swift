@@ -104,5 +104,8 @@ enum JobMigrations {
         Migration.portable(module: "jobs", version: 6, name: "job time-to-live", statements: [
             "ALTER TABLE keel_jobs ADD COLUMN expires_at {TS}",
         ]),
+        Migration.portable(module: "jobs", version: 7, name: "trace context of the enqueuer", statements: [
+            "ALTER TABLE keel_jobs ADD COLUMN traceparent TEXT",
+        ]),
     ]
 }

@@ -5,6 +5,8 @@ import Logging
 import Metrics
 import ServiceLifecycle
 import Synchronization
+import KeelTelemetry
+import Tracing
 
 /// Runs handlers for the jobs of its queues, each queue with its own concurrency. It claims in
 /// batches up to its free slots, renews leases while handlers run, stops a handler whose job was
@@ -92,7 +94,16 @@ public final class JobWorker: Service {
         }
         // The handler runs in its own task so that stopping it (cancel, timeout, shutdown) leaves the
         // bookkeeping below free to write the outcome to the store.
-        let run = RunningJob(claim: claim, handler: Task { try await entry.handler(job.args, context) })
+        // The run continues the enqueuer's trace, even when another process enqueued the job.
+        let parent = claim.traceparent.map { TracePropagation.context(from: ["traceparent": $0]) } ?? .topLevel
+        let run = RunningJob(claim: claim, handler: Task {
+            try await withSpan("job \(job.task)", context: parent, ofKind: .consumer) { span in
+                span.attributes["keel.job.id"] = job.id
+                span.attributes["keel.job.queue"] = job.queue
+                span.attributes["keel.job.attempt"] = job.attempt
+                return try await entry.handler(job.args, context)
+            }
+        })
         running.withLock { $0[job.id] = run }
         Task { await self.finish(run) }
     }

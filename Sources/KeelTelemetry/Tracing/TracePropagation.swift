@@ -11,6 +11,17 @@ public enum TracePropagation {
         return carrier.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
     }
 
+    /// The context a caller's headers carry (a `traceparent` stored with a job, say), to continue its trace.
+    public static func context(from headers: [String: String]) -> ServiceContext {
+        var context = ServiceContext.topLevel
+        InstrumentationSystem.instrument.extract(headers, into: &context, using: DictionaryExtractor())
+        return context
+    }
+
+    private struct DictionaryExtractor: Extractor {
+        func extract(key: String, from carrier: [String: String]) -> String? { carrier[key] }
+    }
+
     private struct DictionaryInjector: Injector {
         func inject(_ value: String, forKey key: String, into carrier: inout [String: String]) {
             carrier[key] = value
