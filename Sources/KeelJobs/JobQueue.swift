@@ -125,7 +125,23 @@ public final class JobQueue: Sendable {
                 """)
             outcomes.append((row.id, false))
         }
+        if outcomes.contains(where: { !$0.duplicate }) { try await notifyWorkers(in: tx) }
         return outcomes
+    }
+
+    /// Channel on which PostgreSQL wakes idle workers of other processes when jobs arrive.
+    static let notificationChannel = "keel_jobs"
+
+    /// Wakes this process's idle workers and, on PostgreSQL, other processes' (after a retry or give-back).
+    func wakeWorkers() async {
+        wake.signal()
+        if store.dialect == .postgres { _ = try? await store.query("SELECT pg_notify(\(Self.notificationChannel), '')") }
+    }
+
+    /// Sent at commit, so a woken worker finds the jobs.
+    func notifyWorkers(in tx: any StoreTransaction) async throws {
+        guard store.dialect == .postgres else { return }
+        try await tx.query("SELECT pg_notify(\(Self.notificationChannel), '')")
     }
 
     /// After the commit: metrics, a wake-up for idle workers, and the jobs as they now stand.
@@ -259,7 +275,7 @@ public final class JobQueue: Sendable {
             let job = try await job(id: id)
             throw Problem.conflict("The job is \(job.state.rawValue); only dead, cancelled or expired jobs can be retried.")
         }
-        wake.signal()
+        await wakeWorkers()
         return try await job(id: id)
     }
 
@@ -371,7 +387,7 @@ public final class JobQueue: Sendable {
             UPDATE keel_jobs SET state = 'available', attempt = attempt - 1, lease_token = NULL, lease_expires_at = NULL, worker_id = NULL
             WHERE id = \(claim.job.id) AND lease_token = \(claim.leaseToken) AND state = 'running'
             """)
-        wake.signal()
+        await wakeWorkers()
     }
 
     /// Unstarted jobs past their TTL end `expired`. Any process may run this.

@@ -33,6 +33,9 @@ public struct JobsModule: KeelModule {
         var services: [any Service] = []
         if context.config.roles.contains(.worker), !concurrency.isEmpty {
             services.append(JobWorker(queue: queue, concurrency: concurrency, leaseSeconds: context.config.jobLeaseSeconds, readiness: context.readiness))
+            if context.store.dialect == .postgres, context.config.jobWakeup == .notify {
+                services.append(JobNotifications(queue: queue, readiness: context.readiness))
+            }
         }
         if context.config.roles.contains(.api) {
             services.append(QueueGauges(queue: queue, readiness: context.readiness))

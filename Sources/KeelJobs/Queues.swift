@@ -81,7 +81,7 @@ extension JobQueue {
                 INSERT INTO keel_queues (name, paused, max_length, external, updated_at) VALUES (\(name), \(paused), \(maxLength), \(external), \(self.clock.now()))
                 """)
         }
-        if !paused { wake.signal() }
+        if !paused { await wakeWorkers() }
         return try await queue(named: name)
     }
 

@@ -222,6 +222,27 @@ struct TestFailure: Error, CustomStringConvertible {
         }
     }
 
+    /// A worker polling only once a minute still starts a job enqueued elsewhere at once: PostgreSQL
+    /// notifies its process. (The enqueuing queue object has its own wake signal, as another process would.)
+    @Test func postgresNotificationsWakeIdleWorkersElsewhere() async throws {
+        try await withScratchStore(.postgres) { store in
+            try await store.migrate(JobsModule.migrations)
+            let enqueuer = JobQueue(store: store, tasks: .testTasks)
+            let workerSide = JobQueue(store: store, tasks: .testTasks)
+            let worker = JobWorker(queue: workerSide, concurrency: ["default": 1], idlePoll: .seconds(60))
+            let listener = JobNotifications(queue: workerSide, readiness: nil)
+            let tasks = [Task { try await worker.run() }, Task { try await listener.run() }]
+            defer { tasks.forEach { $0.cancel() } }
+            try await Task.sleep(for: .milliseconds(500))  // both idle: the claim loop sleeps, the listener listens
+
+            let started = ContinuousClock.now
+            let job = try await enqueuer.enqueue([NewJob(task: "echo", args: .object(["n": .number(5)]))])[0].job
+            let ran = try await eventually(timeout: .seconds(20)) { try await enqueuer.job(id: job.id).state == .succeeded }
+            #expect(ran)
+            #expect(ContinuousClock.now - started < .seconds(20))
+        }
+    }
+
     @Test func manyWorkersOnPostgresNeverRunAJobTwice() async throws {
         try await withQueue(.postgres) { queue in
             let jobs = (0..<600).map { NewJob(task: "count", args: .object(["n": .number(Double($0 + 10_000))])) }

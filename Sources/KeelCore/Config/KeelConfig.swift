@@ -25,6 +25,9 @@ public struct KeelConfig: Sendable, Equatable {
     public var workerQueues: [String: Int] = ["*": 4]
     /// How long a claimed job stays a worker's without a heartbeat; a crashed worker's jobs return after it.
     public var jobLeaseSeconds = 30
+    /// How idle workers learn of new jobs from other processes: PostgreSQL LISTEN/NOTIFY, or polling only
+    /// (for connection poolers in transaction mode, which break LISTEN).
+    public var jobWakeup = JobWakeup.notify
 
     public init() {}
 
@@ -51,6 +54,10 @@ public struct AuthSettings: Sendable, Equatable {
     public var adminPassword: Secret?
 
     public init() {}
+}
+
+public enum JobWakeup: String, Sendable, CaseIterable {
+    case notify, poll
 }
 
 public enum SigningAlgorithm: String, Sendable, CaseIterable {

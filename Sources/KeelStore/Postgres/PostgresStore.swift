@@ -73,6 +73,14 @@ public final class PostgresStore: Store {
         }
     }
 
+    public func listen(channel: String, notified: @escaping @Sendable () -> Void) async throws {
+        try await client.withConnection { connection in
+            try await connection.listen(on: channel) { notifications in
+                for try await _ in notifications { notified() }
+            }
+        }
+    }
+
     public func query(_ query: SQLQuery) async throws(StoreError) -> [SQLRow] {
         try await measured("read") { try await self.rows(of: query) }
     }

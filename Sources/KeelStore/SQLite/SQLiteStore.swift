@@ -134,6 +134,10 @@ public final class SQLiteStore: Store {
         return try MigrationPlanner.decode(try await query(MigrationPlanner.selectApplied))
     }
 
+    public func listen(channel: String, notified: @escaping @Sendable () -> Void) async throws {
+        while !Task.isCancelled { try await Task.sleep(for: .seconds(3600)) }
+    }
+
     public func ping() async throws(StoreError) {
         _ = try await query("SELECT 1")
     }
