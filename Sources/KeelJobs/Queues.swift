@@ -107,3 +107,64 @@ extension JobQueue {
         return Set(try rows.map { try $0.string("name") }).intersection(names)
     }
 }
+
+/// A queue's recent work (Flower's graphs): finished jobs in a time window, their rate, and how long
+/// they waited and ran, as percentiles.
+public struct QueueStats: Codable, Sendable, Equatable {
+    public struct Percentiles: Codable, Sendable, Equatable {
+        public var p50: Double
+        public var p95: Double
+        public var p99: Double
+        public var max: Double
+    }
+
+    public var queue: String
+    public var windowSeconds: Int
+    public var finished: [String: Int]
+    public var throughputPerMinute: Double
+    /// Seconds from due (`run_at`) to start, and from start to finish, of the most recent succeeded jobs.
+    public var waitSeconds: Percentiles?
+    public var runSeconds: Percentiles?
+    public var sample: Int
+
+    enum CodingKeys: String, CodingKey {
+        case queue, finished, sample
+        case windowSeconds = "window_seconds"
+        case throughputPerMinute = "throughput_per_minute"
+        case waitSeconds = "wait_seconds"
+        case runSeconds = "run_seconds"
+    }
+}
+
+extension JobQueue {
+    /// Figures over the last `windowSeconds`; percentiles from the latest 5,000 succeeded jobs in it.
+    public func stats(queue name: String, windowSeconds: Int) async throws -> QueueStats {
+        let since = clock.now().addingTimeInterval(-TimeInterval(windowSeconds))
+        var finished: [String: Int] = [:]
+        for row in try await store.query("""
+            SELECT state, COUNT(*) AS n FROM keel_jobs WHERE queue = \(name) AND finished_at >= \(since) GROUP BY state
+            """) {
+            finished[try row.string("state")] = try row.int("n")
+        }
+        let rows = try await store.query("""
+            SELECT run_at, started_at, finished_at FROM keel_jobs
+            WHERE queue = \(name) AND state = 'succeeded' AND finished_at >= \(since) ORDER BY finished_at DESC LIMIT 5000
+            """)
+        var waits: [Double] = [], runs: [Double] = []
+        for row in rows {
+            guard let started = try row.optionalDate("started_at"), let done = try row.optionalDate("finished_at") else { continue }
+            waits.append(max(0, started.timeIntervalSince(try row.date("run_at"))))
+            runs.append(max(0, done.timeIntervalSince(started)))
+        }
+        func percentiles(_ values: [Double]) -> QueueStats.Percentiles? {
+            guard !values.isEmpty else { return nil }
+            let sorted = values.sorted()
+            func at(_ fraction: Double) -> Double { sorted[min(sorted.count - 1, Int((Double(sorted.count) * fraction).rounded(.up)) - 1)] }
+            return .init(p50: at(0.5), p95: at(0.95), p99: at(0.99), max: sorted[sorted.count - 1])
+        }
+        let total = finished.values.reduce(0, +)
+        return QueueStats(queue: name, windowSeconds: windowSeconds, finished: finished,
+                          throughputPerMinute: Double(total) / (Double(windowSeconds) / 60),
+                          waitSeconds: percentiles(waits), runSeconds: percentiles(runs), sample: rows.count)
+    }
+}

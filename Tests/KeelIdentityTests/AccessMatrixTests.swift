@@ -30,7 +30,7 @@ import Testing
         "DELETE /api/v1/auth/issuers/{name}": "identity:admin",
         "POST /api/v1/jobs": "jobs:write", "GET /api/v1/jobs": "jobs:read", "GET /api/v1/jobs/{id}": "jobs:read",
         "POST /api/v1/jobs/{id}/cancel": "jobs:write", "POST /api/v1/jobs/{id}/retry": "jobs:write",
-        "GET /api/v1/queues": "jobs:read", "GET /api/v1/queues/{name}": "jobs:read", "PATCH /api/v1/queues/{name}": "jobs:write",
+        "GET /api/v1/queues": "jobs:read", "GET /api/v1/queues/{name}": "jobs:read", "GET /api/v1/queues/{name}/stats": "jobs:read", "PATCH /api/v1/queues/{name}": "jobs:write",
         "POST /api/v1/queues/{name}/pause": "jobs:write", "POST /api/v1/queues/{name}/resume": "jobs:write",
         "POST /api/v1/queues/{name}/purge": "jobs:write",
         "GET /api/v1/schedules": "jobs:read", "POST /api/v1/schedules": "jobs:write", "GET /api/v1/schedules/{name}": "jobs:read",

@@ -91,6 +91,12 @@ import Testing
             #expect(try await api.call(.get, "/api/v1/jobs?state=bogus").status == .badRequest)
             #expect(try await api.call(.post, "/api/v1/jobs/\(id)/cancel").status == .conflict)
 
+            let stats = try await api.call(.get, "/api/v1/queues/default/stats?window_seconds=600")
+            #expect((stats.json["finished"] as? [String: Int])?["succeeded"] == 2)
+            #expect((stats.json["wait_seconds"] as? [String: Double])?["p99"] != nil)
+            #expect(stats.json["sample"] as? Int == 2)
+            #expect(try await api.call(.get, "/api/v1/queues/default/stats?window_seconds=5").status == .badRequest)
+
             // Paused queues keep jobs waiting; a full queue refuses with 429; purge empties it.
             #expect(try await api.call(.post, "/api/v1/queues/reports/pause").json["paused"] as? Bool == true)
             let waiting = try await api.call(.post, "/api/v1/jobs", json: ["task": "echo", "queue": "reports"])

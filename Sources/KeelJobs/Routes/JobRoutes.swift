@@ -89,6 +89,13 @@ struct JobRoutes {
         routes.add(.get, "/api/v1/queues/{name}", access: .permission("jobs:read")) { _, context in
             try .json(try await queue.queue(named: try context.parameters.require("name")))
         }
+        routes.add(.get, "/api/v1/queues/{name}/stats", access: .permission("jobs:read")) { request, context in
+            let text = request.uri.queryParameters.get("window_seconds") ?? "3600"
+            guard let window = Int(text), (60...604_800).contains(window) else {
+                throw Problem.invalidParameters([FieldError(field: "window_seconds", message: "must be an integer from 60 to 604800")])
+            }
+            return try .json(try await queue.stats(queue: try context.parameters.require("name"), windowSeconds: window))
+        }
         routes.add(.patch, "/api/v1/queues/{name}", access: .permission("jobs:write")) { request, context in
             let change = try await request.decodeJSON(QueueChange.self, limits: limits)
             return try .json(try await queue.updateQueue(named: try context.parameters.require("name"), change))
