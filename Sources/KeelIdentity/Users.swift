@@ -329,12 +329,6 @@ extension IdentityService {
     }
 }
 
-extension Optional {
-    func asyncMap<T>(_ transform: (Wrapped) async throws -> T) async rethrows -> T? {
-        guard let value = self else { return nil }
-        return try await transform(value)
-    }
-}
 
 extension IdentityService {
     /// The id of a user (by id or email) or service account (by name), for the command line.

@@ -441,12 +441,6 @@ extension Timer {
     }
 }
 
-extension String {
-    /// Escapes `%`, `_` and `\` for a `LIKE … ESCAPE '\'` pattern.
-    var likeEscaped: String {
-        replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%").replacingOccurrences(of: "_", with: "\\_")
-    }
-}
 
 /// Wakes idle claim loops in this process when work arrives, so idle workers sleep instead of polling.
 final class WakeSignal: Sendable {

@@ -26,6 +26,14 @@ func parseJSONOption(_ text: String, option: String) throws -> JSONValue {
     }
 }
 
+/// `keel queues pause|resume`.
+func setPaused(_ paused: Bool, queue name: String, options: ServerOptions) async throws {
+    try await withJobQueue(options) { queue in
+        _ = try await queue.updateQueue(named: name, QueueChange(paused: paused))
+        print("\(paused ? "paused" : "resumed") \(name)")
+    }
+}
+
 func jobLine(_ job: JobRecord) -> String {
     [job.id, job.queue, job.task, job.state.rawValue, "attempt \(job.attempt)/\(job.maxAttempts)", Timestamp.format(job.createdAt)].joined(separator: "\t")
 }
@@ -140,8 +148,7 @@ struct QueuesCommand: AsyncParsableCommand {
         @OptionGroup var options: ServerOptions
 
         func run() async throws {
-            let name = self.name
-            try await withJobQueue(options) { queue in _ = try await queue.updateQueue(named: name, QueueChange(paused: true)); print("paused \(name)") }
+            try await setPaused(true, queue: name, options: options)
         }
     }
 
@@ -151,8 +158,7 @@ struct QueuesCommand: AsyncParsableCommand {
         @OptionGroup var options: ServerOptions
 
         func run() async throws {
-            let name = self.name
-            try await withJobQueue(options) { queue in _ = try await queue.updateQueue(named: name, QueueChange(paused: false)); print("resumed \(name)") }
+            try await setPaused(false, queue: name, options: options)
         }
     }
 }

@@ -85,7 +85,7 @@ import Testing
 
     @Test func concurrentMigrateProcessesAgreeOnOneSchema() async throws {
         try await TestPostgres.withDatabase { url in
-            let databaseURL = "postgres://\(url.username):\(url.password?.value ?? "")@\(url.host):\(url.port)/\(url.database)"
+            let databaseURL = url.connectionString()
             let environment = ["KEEL_DATABASE_URL": databaseURL, "KEEL_DATABASE_TLS": "disable"]
             let migrators = try (0..<4).map { _ in try KeelProcess(["migrate"], environment: environment) }
             for migrator in migrators {

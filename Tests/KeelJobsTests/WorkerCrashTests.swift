@@ -17,9 +17,8 @@ import Testing
                 let queue = JobQueue(store: store, tasks: Platform.tasks)
                 for _ in 0..<5 { _ = try await queue.enqueue((0..<1000).map { _ in NewJob(task: "keel.noop") }) }
 
-                let password = url.password?.value ?? ""
                 let environment = [
-                    "KEEL_DATABASE_URL": "postgres://\(url.username):\(password)@\(url.host):\(url.port)/\(url.database)",
+                    "KEEL_DATABASE_URL": url.connectionString(),
                     "KEEL_DATABASE_TLS": "disable", "KEEL_JOB_LEASE_SECONDS": "3", "KEEL_WORKER_QUEUES": "*=8",
                     "KEEL_LOG_LEVEL": "warning", "KEEL_ACCESS_LOG": "false",
                 ]
@@ -69,9 +68,8 @@ import Testing
 @Suite struct ConcurrentEnqueueTests {
     @Test func processesRacingOnAUniqueKeyMakeOneJob() async throws {
         try await TestPostgres.withDatabase { url in
-            let password = url.password?.value ?? ""
             let environment = [
-                "KEEL_DATABASE_URL": "postgres://\(url.username):\(password)@\(url.host):\(url.port)/\(url.database)",
+                "KEEL_DATABASE_URL": url.connectionString(),
                 "KEEL_DATABASE_TLS": "disable",
             ]
             // Migrate first, so the race is about the key and not the schema.
@@ -111,9 +109,8 @@ import Testing
                 let proxyPort = try freePort()
                 var proxy = try PythonHelper("tcp_proxy.py", arguments: [String(proxyPort), String(direct.port)])
                 try await proxy.waitFor("listening")
-                let password = direct.password?.value ?? ""
                 let worker = try KeelProcess(["serve", "--roles", "worker,api", "--port", "0"], environment: [
-                    "KEEL_DATABASE_URL": "postgres://\(direct.username):\(password)@127.0.0.1:\(proxyPort)/\(direct.database)",
+                    "KEEL_DATABASE_URL": direct.connectionString(port: proxyPort),
                     "KEEL_DATABASE_TLS": "disable", "KEEL_JOB_LEASE_SECONDS": "3", "KEEL_ACCESS_LOG": "false",
                 ])
                 defer { worker.signal(SIGKILL) }

@@ -46,6 +46,13 @@ public enum TestPostgres {
     }
 }
 
+extension PostgresURL {
+    /// The URL with its password, for a `keel` child process's `KEEL_DATABASE_URL` (optionally via another port).
+    public func connectionString(port: Int? = nil) -> String {
+        "postgres://\(username):\(password?.value ?? "")@\(host):\(port ?? self.port)/\(database)"
+    }
+}
+
 public struct TestSetupError: Error, CustomStringConvertible {
     public let description: String
     public init(_ description: String) { self.description = description }

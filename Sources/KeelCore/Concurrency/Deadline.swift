@@ -13,3 +13,11 @@ public func withDeadline<T: Sendable>(
         return try await group.next()!
     }
 }
+
+extension Optional {
+    /// `map` with an async transform.
+    public func asyncMap<T>(_ transform: (Wrapped) async throws -> T) async rethrows -> T? {
+        guard let value = self else { return nil }
+        return try await transform(value)
+    }
+}

@@ -118,9 +118,3 @@ public struct AuditLog: Sendable {
     }
 }
 
-extension String {
-    /// Escapes `%`, `_` and `\` for a `LIKE … ESCAPE '\'` pattern.
-    var likeEscaped: String {
-        replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%").replacingOccurrences(of: "_", with: "\\_")
-    }
-}

@@ -193,13 +193,9 @@ struct IdentityRoutes {
             filter.actor = query.get("actor")
             filter.target = query.get("target")
             var errors: [FieldError] = []
-            for (name, keyPath) in [("since", \AuditLog.Filter.since), ("until", \AuditLog.Filter.until)] {
-                guard let text = query.get(name) else { continue }
-                if let date = Timestamp.parse(text) { filter[keyPath: keyPath] = date } else {
-                    errors.append(FieldError(field: name, message: "must be an RFC 3339 timestamp such as 2026-01-31T12:00:00Z"))
-                }
-            }
+            let range = TimeRange(query, errors: &errors)
             guard errors.isEmpty else { throw Problem.invalidParameters(errors) }
+            (filter.since, filter.until) = (range.since, range.until)
             return try .json(try await identity.audit.list(filter, limit: page.limit, after: page.after))
         }
         routes.add(.post, "/api/v1/auth/keys/rotate", access: .permission("identity:admin")) { _, context in

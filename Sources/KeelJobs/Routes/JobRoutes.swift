@@ -34,13 +34,9 @@ struct JobRoutes {
                     errors.append(FieldError(field: "state", message: "must be one of \(JobState.allCases.map(\.rawValue).joined(separator: ", "))"))
                 }
             }
-            for (name, keyPath) in [("since", \JobQueue.Filter.since), ("until", \JobQueue.Filter.until)] {
-                guard let text = parameters.get(name) else { continue }
-                if let date = Timestamp.parse(text) { filter[keyPath: keyPath] = date } else {
-                    errors.append(FieldError(field: name, message: "must be an RFC 3339 timestamp such as 2026-01-31T12:00:00Z"))
-                }
-            }
+            let range = TimeRange(parameters, errors: &errors)
             guard errors.isEmpty else { throw Problem.invalidParameters(errors) }
+            (filter.since, filter.until) = (range.since, range.until)
             return try .json(try await queue.list(filter, limit: page.limit, after: page.after))
         }
         routes.add(.get, "/api/v1/jobs/{id}", access: .permission("jobs:read")) { _, context in

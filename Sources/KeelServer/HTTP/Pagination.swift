@@ -1,3 +1,4 @@
+import Foundation
 import Hummingbird
 import KeelCore
 
@@ -31,5 +32,27 @@ public struct Pagination: Sendable {
             errors.append(FieldError(field: "after", message: "must be an id returned as next_after"))
         }
         guard errors.isEmpty else { throw Problem.invalidParameters(errors) }
+    }
+}
+
+/// `?since=&until=` of list endpoints: RFC 3339 times, `since` inclusive, `until` exclusive.
+public struct TimeRange: Sendable {
+    public let since: Date?
+    public let until: Date?
+
+    /// Invalid times are added to `errors`, so a route reports them with its other parameter problems.
+    public init(_ query: Parameters, errors: inout [FieldError]) {
+        var found: [FieldError] = []
+        func parse(_ name: String) -> Date? {
+            guard let text = query.get(name) else { return nil }
+            guard let date = Timestamp.parse(text) else {
+                found.append(FieldError(field: name, message: "must be an RFC 3339 timestamp such as 2026-01-31T12:00:00Z"))
+                return nil
+            }
+            return date
+        }
+        since = parse("since")
+        until = parse("until")
+        errors += found
     }
 }

@@ -82,3 +82,10 @@ public struct SQLQuery: Sendable, ExpressibleByStringInterpolation, CustomString
 
     public var description: String { sql(for: .postgres) }
 }
+
+extension String {
+    /// Escapes `%`, `_` and `\` for a `LIKE … ESCAPE '\'` pattern.
+    public var likeEscaped: String {
+        replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%").replacingOccurrences(of: "_", with: "\\_")
+    }
+}
