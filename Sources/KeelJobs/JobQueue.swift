@@ -53,7 +53,7 @@ public final class JobQueue: Sendable {
     public func enqueue(_ jobs: [NewJob]) async throws -> [EnqueueOutcome] {
         let prepared = try await prepare(jobs)
         let outcomes = try await store.transaction { tx in try await self.insert(prepared, in: tx) }
-        return try await finishEnqueue(outcomes)
+        return try await finishEnqueue(outcomes, fetch: true)
     }
 
     /// A validated job ready to insert.
@@ -65,10 +65,13 @@ public final class JobQueue: Sendable {
         let now: Date
         /// The enqueuer's trace, so the run continues it in whichever process works the job.
         let traceparent: String?
+        var workflowID: String? = nil
+        /// Earlier workflow steps this one waits for; `pending` until they succeed.
+        var waitingOn = 0
     }
 
-    /// Validates `jobs`, naming each bad field (`jobs[3].task` in a batch), before anything is written.
-    func prepare(_ jobs: [NewJob]) async throws -> [PreparedJob] {
+    /// Validates `jobs`, naming each bad field (`jobs[3].task` in a batch, or the caller's `fields`), before anything is written.
+    func prepare(_ jobs: [NewJob], fields: [String]? = nil) async throws -> [PreparedJob] {
         guard !jobs.isEmpty, jobs.count <= limits.maxBatch else {
             throw Problem.validation("A batch holds 1 to \(limits.maxBatch) jobs.", errors: [FieldError(field: "jobs", message: "must hold 1 to \(limits.maxBatch) jobs")])
         }
@@ -78,7 +81,7 @@ public final class JobQueue: Sendable {
         var errors: [FieldError] = []
         var rows: [PreparedJob] = []
         for (index, job) in jobs.enumerated() {
-            let prefix = jobs.count == 1 ? "" : "jobs[\(index)]."
+            let prefix = fields?[index] ?? (jobs.count == 1 ? "" : "jobs[\(index)].")
             errors += validate(job, now: now, externalQueue: external.contains(job.queue ?? Self.defaultQueue))
                 .map { FieldError(field: prefix + $0.field, message: $0.message) }
             let args = String(decoding: (try? JSONEncoder.keel().encode(job.args ?? .object([:]))) ?? Data(), as: UTF8.self)
@@ -112,16 +115,16 @@ public final class JobQueue: Sendable {
                     continue
                 }
             }
-            let state: JobState = row.runAt > now ? .scheduled : .available
+            let state: JobState = row.waitingOn > 0 ? .pending : row.runAt > now ? .scheduled : .available
             try await tx.execute("""
                 INSERT INTO keel_jobs (id, queue, task, args, priority, state, run_at, attempt, max_attempts, backoff_seconds, timeout_seconds,
                                        unique_key, tags, result, errors, progress_percent, progress_message, cancel_requested, created_at, expires_at,
-                                       traceparent)
+                                       traceparent, workflow_id, waiting_on)
                 VALUES (\(row.id), \(job.queue ?? Self.defaultQueue), \(job.task), \(row.args), \(job.priority ?? 0), \(state.rawValue), \(row.runAt), \(0),
                         \(job.maxAttempts ?? Self.defaultMaxAttempts), \(job.backoffSeconds), \(job.timeoutSeconds ?? Self.defaultTimeoutSeconds),
                         \(job.uniqueKey), \(Self.encodeJSON(job.tags ?? [])), \(Optional<String>.none), \("[]"), \(Optional<Int>.none),
                         \(Optional<String>.none), \(false), \(now), \(job.ttlSeconds.map { row.runAt.addingTimeInterval(TimeInterval($0)) }),
-                        \(row.traceparent))
+                        \(row.traceparent), \(row.workflowID), \(row.waitingOn))
                 """)
             outcomes.append((row.id, false))
         }
@@ -141,18 +144,19 @@ public final class JobQueue: Sendable {
     /// Sent at commit, so a woken worker finds the jobs.
     func notifyWorkers(in tx: any StoreTransaction) async throws {
         guard store.dialect == .postgres else { return }
-        try await tx.query("SELECT pg_notify(\(Self.notificationChannel), '')")
+        _ = try await tx.query("SELECT pg_notify(\(Self.notificationChannel), '')")
     }
 
-    /// After the commit: metrics, a wake-up for idle workers, and the jobs as they now stand.
-    func finishEnqueue(_ outcomes: [(id: String, duplicate: Bool)]) async throws -> [EnqueueOutcome] {
+    /// After the commit: metrics, a wake-up for idle workers, and (when `fetch`) the jobs as they now stand.
+    @discardableResult
+    func finishEnqueue(_ outcomes: [(id: String, duplicate: Bool)], fetch: Bool) async throws -> [EnqueueOutcome] {
         let created = outcomes.filter { !$0.duplicate }.count
         if created > 0 {
             Counter(label: "keel_jobs_enqueued_total").increment(by: created)
             wake.signal()
         }
         var result: [EnqueueOutcome] = []
-        for outcome in outcomes {
+        for outcome in outcomes where fetch {
             result.append(EnqueueOutcome(job: try await job(id: outcome.id), duplicate: outcome.duplicate))
         }
         return result
@@ -250,14 +254,21 @@ public final class JobQueue: Sendable {
     /// request at its next heartbeat, through the store, so a missed notification cannot lose it).
     public func cancel(id: String) async throws -> JobRecord {
         let now = clock.now()
-        let waiting = try await store.execute("""
-            UPDATE keel_jobs SET state = 'cancelled', finished_at = \(now) WHERE id = \(id) AND state IN ('available', 'scheduled', 'retrying') RETURNING id
-            """)
-        if waiting.isEmpty {
+        let cancelledWaiting = try await store.transaction { tx in
+            let waiting = try await tx.execute("""
+                UPDATE keel_jobs SET state = 'cancelled', finished_at = \(now)
+                WHERE id = \(id) AND state IN ('pending', 'available', 'scheduled', 'retrying') RETURNING workflow_id
+                """)
+            if let workflowID = try waiting.first?.optionalString("workflow_id") {
+                try await self.workflowStepFailed(jobID: id, workflowID: workflowID, now: now, in: tx)
+            }
+            return !waiting.isEmpty
+        }
+        if !cancelledWaiting {
             let running = try await store.execute("UPDATE keel_jobs SET cancel_requested = \(true) WHERE id = \(id) AND state = 'running' RETURNING id")
             if running.isEmpty {
                 let job = try await job(id: id)
-                throw Problem.conflict("The job is \(job.state.rawValue); only waiting or running jobs can be cancelled.")
+                throw Problem.conflict("The job is \(job.state.rawValue); only pending, waiting or running jobs can be cancelled.")
             }
         }
         return try await job(id: id)
@@ -318,16 +329,28 @@ public final class JobQueue: Sendable {
         return try rows.map { Claim(job: try JobRecord(row: $0), leaseToken: token, traceparent: try $0.optionalString("traceparent")) }.sorted { ($0.job.priority, $1.job.id) > ($1.job.priority, $0.job.id) }
     }
 
-    /// Records success; `false` when the lease was lost (the job was rescued or cancelled meanwhile).
+    /// Records success; `false` when the lease was lost (the job was rescued or cancelled meanwhile). A workflow
+    /// step releases the steps waiting for it in the same transaction.
     @discardableResult
     func complete(_ claim: Claim, result: JSONValue) async throws -> Bool {
         let now = clock.now()
-        let updated = try await store.execute("""
+        let update: SQLQuery = """
             UPDATE keel_jobs SET state = 'succeeded', result = \(Self.encodeJSON(result)), finished_at = \(now), lease_token = NULL, lease_expires_at = NULL
             WHERE id = \(claim.job.id) AND lease_token = \(claim.leaseToken) AND state = 'running' RETURNING id
-            """)
-        if !updated.isEmpty { record(claim, outcome: "succeeded", now: now) }
-        return !updated.isEmpty
+            """
+        let completed: Bool
+        if let workflowID = claim.job.workflowID {
+            completed = try await store.transaction { tx in
+                guard !(try await tx.execute(update).isEmpty) else { return false }
+                try await self.workflowStepSucceeded(claim.job, workflowID: workflowID, now: now, in: tx)
+                return true
+            }
+            if completed { wake.signal() }
+        } else {
+            completed = !(try await store.execute(update).isEmpty)
+        }
+        if completed { record(claim, outcome: "succeeded", now: now) }
+        return completed
     }
 
     /// Records a failed attempt: back to `retrying` after an exponential, jittered backoff while
@@ -339,13 +362,23 @@ public final class JobQueue: Sendable {
         let errors = job.errors + [JobAttemptError(attempt: job.attempt, at: now, error: String(error.prefix(2000)), workerID: workerID)]
         let state: JobState = cancelled ? .cancelled : (permanent || job.attempt >= job.maxAttempts) ? .dead : .retrying
         let runAt = state == .retrying ? now.addingTimeInterval(backoff(for: job)) : job.runAt
-        let updated = try await store.execute("""
+        let update: SQLQuery = """
             UPDATE keel_jobs SET state = \(state.rawValue), errors = \(Self.encodeJSON(errors)), run_at = \(runAt),
                 finished_at = \(state.isFinal ? now : nil), lease_token = NULL, lease_expires_at = NULL
             WHERE id = \(job.id) AND lease_token = \(claim.leaseToken) AND state = 'running' RETURNING id
-            """)
-        if !updated.isEmpty { record(claim, outcome: state == .retrying ? "retried" : state.rawValue, now: now) }
-        return !updated.isEmpty
+            """
+        let updated: Bool
+        if let workflowID = job.workflowID, state.isFinal {
+            updated = try await store.transaction { tx in
+                guard !(try await tx.execute(update).isEmpty) else { return false }
+                try await self.workflowStepFailed(jobID: job.id, workflowID: workflowID, now: now, in: tx)
+                return true
+            }
+        } else {
+            updated = !(try await store.execute(update).isEmpty)
+        }
+        if updated { record(claim, outcome: state == .retrying ? "retried" : state.rawValue, now: now) }
+        return updated
     }
 
     /// `base × 2^(attempt−1)`, at most a day, with ±25% jitter so failed batches do not retry in step.
@@ -394,10 +427,17 @@ public final class JobQueue: Sendable {
     @discardableResult
     func expireStaleJobs() async throws -> Int {
         let now = clock.now()
-        let expired = try await store.execute("""
-            UPDATE keel_jobs SET state = 'expired', finished_at = \(now)
-            WHERE state IN ('available', 'scheduled', 'retrying') AND expires_at IS NOT NULL AND expires_at <= \(now) RETURNING queue, task
-            """)
+        let expired = try await store.transaction { tx in
+            let expired = try await tx.execute("""
+                UPDATE keel_jobs SET state = 'expired', finished_at = \(now)
+                WHERE state IN ('available', 'scheduled', 'retrying') AND expires_at IS NOT NULL AND expires_at <= \(now) RETURNING id, queue, task, workflow_id
+                """)
+            for row in expired {
+                guard let workflowID = try row.optionalString("workflow_id") else { continue }
+                try await self.workflowStepFailed(jobID: try row.string("id"), workflowID: workflowID, now: now, in: tx)
+            }
+            return expired
+        }
         for row in expired {
             Counter(label: "keel_jobs_finished_total", dimensions: [("queue", try row.string("queue")), ("task", try row.string("task")), ("outcome", "expired")]).increment()
         }

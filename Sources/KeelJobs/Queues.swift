@@ -91,11 +91,20 @@ extension JobQueue {
         if states.contains(.running) {
             throw Problem.validation("Running jobs cannot be purged.", errors: [FieldError(field: "states", message: "must not include running; cancel them first")])
         }
-        var deleted = 0
-        for state in states {
-            deleted += try await store.execute("DELETE FROM keel_jobs WHERE queue = \(name) AND state = \(state.rawValue) RETURNING id").count
+        let now = clock.now()
+        return try await store.transaction { tx in
+            var deleted = 0
+            for state in states {
+                let rows = try await tx.execute("DELETE FROM keel_jobs WHERE queue = \(name) AND state = \(state.rawValue) RETURNING id, workflow_id")
+                deleted += rows.count
+                // A purged step can never succeed: its workflow fails rather than waiting forever.
+                for row in rows where !state.isFinal {
+                    guard let workflowID = try row.optionalString("workflow_id") else { continue }
+                    try await self.workflowStepFailed(jobID: try row.string("id"), workflowID: workflowID, now: now, in: tx)
+                }
+            }
+            return deleted
         }
-        return deleted
     }
 }
 

@@ -33,6 +33,8 @@ import Testing
         "GET /api/v1/queues": "jobs:read", "GET /api/v1/queues/{name}": "jobs:read", "GET /api/v1/queues/{name}/stats": "jobs:read", "PATCH /api/v1/queues/{name}": "jobs:write",
         "POST /api/v1/queues/{name}/pause": "jobs:write", "POST /api/v1/queues/{name}/resume": "jobs:write",
         "POST /api/v1/queues/{name}/purge": "jobs:write",
+        "POST /api/v1/workflows": "jobs:write", "GET /api/v1/workflows": "jobs:read", "GET /api/v1/workflows/{id}": "jobs:read",
+        "POST /api/v1/workflows/{id}/cancel": "jobs:write",
         "GET /api/v1/schedules": "jobs:read", "POST /api/v1/schedules": "jobs:write", "GET /api/v1/schedules/{name}": "jobs:read",
         "PUT /api/v1/schedules/{name}": "jobs:write", "DELETE /api/v1/schedules/{name}": "jobs:write",
         "POST /api/v1/schedules/{name}/pause": "jobs:write", "POST /api/v1/schedules/{name}/resume": "jobs:write",

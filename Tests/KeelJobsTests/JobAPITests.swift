@@ -120,4 +120,32 @@ import Testing
             #expect((worker["queues"] as? [String: Int])?["*"] == 4)
         }
     }
+
+    @Test func workflowsOverHTTP() async throws {
+        try await withJobsServer(.sqlite) { api in
+            let chord: [String: Any] = ["name": "fan-out", "chord": ["group": [["task": "echo", "args": ["n": 1]], ["task": "echo", "args": ["n": 2]]],
+                                                                     "callback": ["task": "echo", "args": ["n": 3]]]]
+            let started = try await api.call(.post, "/api/v1/workflows", json: chord)
+            #expect(started.status == .created && started.json["state"] as? String == "running")
+            let id = try #require(started.json["id"] as? String)
+            var workflow: [String: Any] = [:]
+            for _ in 0..<500 where workflow["state"] as? String != "succeeded" {
+                workflow = try await api.call(.get, "/api/v1/workflows/\(id)").json
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(workflow["state"] as? String == "succeeded" && workflow["name"] as? String == "fan-out")
+            let steps = try #require(workflow["steps"] as? [[String: Any]])
+            let callback = try #require(steps.last?["job"] as? [String: Any])
+            #expect((callback["args"] as? [String: Any])?["results"] as? [[String: Int]] == [["n": 1], ["n": 2]])
+            #expect((steps.last?["depends_on"] as? [String])?.count == 2)
+            let listed = try await api.call(.get, "/api/v1/workflows?state=succeeded")
+            #expect((listed.json["items"] as? [[String: Any]])?.count == 1)
+
+            let bad = try await api.call(.post, "/api/v1/workflows", json: ["group": [["task": "echo"], ["task": "nope"]]])
+            #expect(bad.status == .unprocessableContent && String(describing: bad.json["errors"] ?? "").contains("group[1].task"))
+            #expect(try await api.call(.get, "/api/v1/workflows?state=sideways").status == .badRequest)
+            #expect(try await api.call(.get, "/api/v1/workflows/wf_01jz0000000000000000000000").status == .notFound)
+            #expect(try await api.call(.post, "/api/v1/workflows/\(id)/cancel").status == .conflict)
+        }
+    }
 }

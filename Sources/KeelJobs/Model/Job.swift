@@ -2,10 +2,10 @@ import Foundation
 import KeelServer
 import KeelStore
 
-/// Where a job is in its life. `scheduled` waits for `run_at`, `available` may be claimed now,
-/// `retrying` waits for its backoff after a failed attempt; the last four are final.
+/// Where a job is in its life. `pending` waits for earlier steps of its workflow, `scheduled` for `run_at`,
+/// `available` may be claimed now, `retrying` waits for its backoff after a failed attempt; the last four are final.
 public enum JobState: String, Codable, Sendable, CaseIterable {
-    case scheduled, available, running, succeeded, retrying, dead, cancelled, expired
+    case pending, scheduled, available, running, succeeded, retrying, dead, cancelled, expired
 
     public var isFinal: Bool { [.succeeded, .dead, .cancelled, .expired].contains(self) }
     /// States a worker may claim from once `run_at` has passed.
@@ -56,6 +56,7 @@ public struct JobRecord: Codable, Sendable, Equatable {
     public var leaseExpiresAt: Date?
     /// An unstarted job becomes `expired` at this time (its TTL).
     public var expiresAt: Date?
+    public var workflowID: String?
 
     enum CodingKeys: String, CodingKey {
         case id, queue, task, args, priority, state, attempt, tags, result, errors, progress
@@ -71,12 +72,13 @@ public struct JobRecord: Codable, Sendable, Equatable {
         case workerID = "worker_id"
         case leaseExpiresAt = "lease_expires_at"
         case expiresAt = "expires_at"
+        case workflowID = "workflow_id"
     }
 
     static let columns: StaticString = """
         id, queue, task, args, priority, state, run_at, attempt, max_attempts, backoff_seconds, timeout_seconds, unique_key, \
         tags, result, errors, progress_percent, progress_message, cancel_requested, created_at, started_at, finished_at, \
-        worker_id, lease_expires_at, expires_at
+        worker_id, lease_expires_at, expires_at, workflow_id
         """
 
     init(row: SQLRow) throws {
@@ -109,6 +111,7 @@ public struct JobRecord: Codable, Sendable, Equatable {
         workerID = try row.optionalString("worker_id")
         leaseExpiresAt = try row.optionalDate("lease_expires_at")
         expiresAt = try row.optionalDate("expires_at")
+        workflowID = try row.optionalString("workflow_id")
     }
 }
 

@@ -3,7 +3,7 @@ import Hummingbird
 import KeelCore
 import KeelServer
 
-/// `/api/v1/jobs`: enqueue (one or a batch), list with filters, show, cancel, retry.
+/// `/api/v1/jobs`: enqueue (one or a batch), list with filters, show, cancel, retry; workflows, schedules and queues.
 struct JobRoutes {
     let queue: JobQueue
     let limits: RequestLimits
@@ -47,6 +47,26 @@ struct JobRoutes {
         }
         routes.add(.post, "/api/v1/jobs/{id}/retry", access: .permission("jobs:write")) { _, context in
             try .json(try await queue.retry(id: try context.parameters.require("id")))
+        }
+        routes.add(.post, "/api/v1/workflows", access: .permission("jobs:write")) { request, _ in
+            let definition = try WorkflowDefinition(json: try await request.decodeJSON(JSONValue.self, limits: limits))
+            return try .json(try await queue.startWorkflow(definition), status: .created)
+        }
+        routes.add(.get, "/api/v1/workflows", access: .permission("jobs:read")) { request, _ in
+            let parameters = request.uri.queryParameters
+            let page = try Pagination(parameters, idPrefix: "wf")
+            var state: WorkflowRecord.State?
+            if let text = parameters.get("state") {
+                state = WorkflowRecord.State(rawValue: text)
+                if state == nil { throw Problem.invalidParameters([FieldError(field: "state", message: "must be one of running, succeeded, failed, cancelled")]) }
+            }
+            return try .json(try await queue.workflows(state: state, limit: page.limit, after: page.after))
+        }
+        routes.add(.get, "/api/v1/workflows/{id}", access: .permission("jobs:read")) { _, context in
+            try .json(try await queue.workflow(id: try context.parameters.require("id")))
+        }
+        routes.add(.post, "/api/v1/workflows/{id}/cancel", access: .permission("jobs:write")) { _, context in
+            try .json(try await queue.cancelWorkflow(id: try context.parameters.require("id")))
         }
         routes.add(.get, "/api/v1/schedules", access: .permission("jobs:read")) { _, _ in
             try .json(["items": try await queue.schedules()])

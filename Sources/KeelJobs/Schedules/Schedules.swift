@@ -218,7 +218,7 @@ extension JobQueue {
                 return outcome
             }
             if let outcome {
-                _ = try await finishEnqueue(outcome)
+                try await finishEnqueue(outcome, fetch: false)
                 fired += 1
             }
         }

@@ -107,5 +107,32 @@ enum JobMigrations {
         Migration.portable(module: "jobs", version: 7, name: "trace context of the enqueuer", statements: [
             "ALTER TABLE keel_jobs ADD COLUMN traceparent TEXT",
         ]),
+        // Edges hold the order of a step's predecessors, which is the order of the results its job receives.
+        Migration.portable(module: "jobs", version: 8, name: "workflows", statements: [
+            """
+            CREATE TABLE keel_workflows (
+                id TEXT PRIMARY KEY,
+                name TEXT,
+                state TEXT NOT NULL,
+                remaining INTEGER NOT NULL,
+                failed_job_id TEXT,
+                created_at {TS} NOT NULL,
+                finished_at {TS}
+            )
+            """,
+            "CREATE INDEX keel_workflows_state ON keel_workflows (state, id)",
+            "ALTER TABLE keel_jobs ADD COLUMN workflow_id TEXT",
+            "ALTER TABLE keel_jobs ADD COLUMN waiting_on INTEGER NOT NULL DEFAULT 0",
+            "CREATE INDEX keel_jobs_workflow ON keel_jobs (workflow_id, id) WHERE workflow_id IS NOT NULL",
+            """
+            CREATE TABLE keel_workflow_edges (
+                parent_id TEXT NOT NULL,
+                child_id TEXT NOT NULL,
+                position INTEGER NOT NULL,
+                PRIMARY KEY (parent_id, child_id)
+            )
+            """,
+            "CREATE INDEX keel_workflow_edges_child ON keel_workflow_edges (child_id, position)",
+        ]),
     ]
 }
