@@ -57,6 +57,9 @@ public enum StoreError: Error, Sendable, CustomStringConvertible {
     case constraintViolation(String)
     /// The statement itself failed (a bug in Keel or a schema problem).
     case query(String)
+    /// The database rolled the transaction back to resolve a conflict with another (deadlock, serialization
+    /// failure); running it again can succeed.
+    case conflict(String)
     /// A value read from a row does not have the expected type.
     case decoding(column: String, reason: String)
     /// The schema in the database does not fit this binary.
@@ -71,6 +74,7 @@ public enum StoreError: Error, Sendable, CustomStringConvertible {
         case .unavailable(let reason): "store unavailable: \(reason)"
         case .constraintViolation(let reason): "constraint violated: \(reason)"
         case .query(let reason): "query failed: \(reason)"
+        case .conflict(let reason): "transaction conflict: \(reason)"
         case .decoding(let column, let reason): "cannot read column \(column): \(reason)"
         case .migration(let reason): "migration failed: \(reason)"
         }

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import KeelCore
 import KeelStore
 import KeelTestSupport
@@ -29,4 +30,35 @@ import Testing
         let store = try PostgresStore(url: url, tls: .prefer, maximumConnections: 1, logger: quietLogger)
         #expect(store.location == "postgres://keel:****@db:5432/keel")
     }
+
+    /// Two transactions taking the same rows in opposite order deadlock; PostgreSQL aborts one, the store runs it
+    /// again, and both changes land.
+    @Test func aDeadlockVictimIsRunAgain() async throws {
+        try await withScratchStore(.postgres) { store in
+            try await store.execute("CREATE TABLE pair (name TEXT PRIMARY KEY, n INTEGER NOT NULL)")
+            try await store.execute("INSERT INTO pair (name, n) VALUES ('a', 0), ('b', 0)")
+            let runs = RunCounter()
+            let orders = [("a", "b"), ("b", "a")]
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for (first, second) in orders {
+                    group.addTask {
+                        try await store.transaction { tx in
+                            runs.count.withLock { $0 += 1 }
+                            try await tx.execute("UPDATE pair SET n = n + 1 WHERE name = \(first)")
+                            try await Task.sleep(for: .milliseconds(300))
+                            try await tx.execute("UPDATE pair SET n = n + 1 WHERE name = \(second)")
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            let rows = try await store.query("SELECT SUM(n) AS total FROM pair")
+            #expect(try rows.first?.int("total") == 4)
+            #expect(runs.count.withLock { $0 } == 3)
+        }
+    }
+}
+
+final class RunCounter: Sendable {
+    let count = Mutex(0)
 }

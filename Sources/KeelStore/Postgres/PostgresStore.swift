@@ -94,15 +94,24 @@ public final class PostgresStore: Store {
         _ body: @Sendable (any StoreTransaction) async throws -> Result
     ) async throws -> Result {
         try await metrics.measure("transaction") {
-            do {
-                return try await client.withTransaction(logger: logger) { connection in
-                    try await body(PostgresTransaction(connection: connection, logger: logger))
+            // A transaction PostgreSQL chose as a deadlock victim (or serialization failure) was rolled back whole;
+            // running it again is what the other side of the conflict needed.
+            for attempt in 1... {
+                do {
+                    return try await client.withTransaction(logger: logger) { connection in
+                        try await body(PostgresTransaction(connection: connection, logger: logger))
+                    }
+                } catch let error as PostgresTransactionError {
+                    if attempt < Self.transactionAttempts, Self.isConflict(error.closureError ?? error.commitError) {
+                        logger.debug("retrying a transaction after a conflict", metadata: ["attempt": "\(attempt)"])
+                        continue
+                    }
+                    // The caller's own error, once rolled back cleanly, is what the caller should see.
+                    if let closureError = error.closureError, error.rollbackError == nil { throw closureError }
+                    throw Self.storeError(error.beginError ?? error.commitError ?? error.rollbackError ?? error)
                 }
-            } catch let error as PostgresTransactionError {
-                // The caller's own error, once rolled back cleanly, is what the caller should see.
-                if let closureError = error.closureError, error.rollbackError == nil { throw closureError }
-                throw Self.storeError(error.beginError ?? error.commitError ?? error.rollbackError ?? error)
             }
+            fatalError("unreachable: the loop returns or throws")
         }
     }
 
@@ -195,6 +204,15 @@ public final class PostgresStore: Store {
 
     private struct Timeout: Error {}
 
+    static let transactionAttempts = 3
+
+    /// A deadlock or serialization failure, whether raised by the server or already mapped to a `StoreError`.
+    static func isConflict(_ error: (any Error)?) -> Bool {
+        guard let error else { return false }
+        if case .conflict = storeError(error) { return true }
+        return false
+    }
+
     static func storeError(_ error: any Error) -> StoreError {
         switch error {
         case let error as StoreError:
@@ -209,6 +227,7 @@ public final class PostgresStore: Store {
             let message = info[.message] ?? "server error"
             switch state.prefix(2) {
             case "23": return .constraintViolation(message)
+            case "40": return .conflict("\(message) (SQLSTATE \(state))")
             case "08", "53", "57": return .unavailable("\(message) (SQLSTATE \(state))")
             default: return .query("\(message) (SQLSTATE \(state))")
             }
