@@ -29,6 +29,7 @@ public final class JobQueue: Sendable {
     let tasks: JobRegistry
     let limits: JobLimits
     let wake = WakeSignal()
+    let rateLimits = Mutex(RateLimitCache())
     let logger = Logger(label: "keel.jobs")
 
     static let defaultQueue = "default"
@@ -254,12 +255,14 @@ public final class JobQueue: Sendable {
     /// request at its next heartbeat, through the store, so a missed notification cannot lose it).
     public func cancel(id: String) async throws -> JobRecord {
         let now = clock.now()
+        let workflowID = try await store.query("SELECT workflow_id FROM keel_jobs WHERE id = \(id)").first?.optionalString("workflow_id")
         let cancelledWaiting = try await store.transaction { tx in
+            if let workflowID { try await self.lockWorkflow(workflowID, in: tx) }
             let waiting = try await tx.execute("""
                 UPDATE keel_jobs SET state = 'cancelled', finished_at = \(now)
-                WHERE id = \(id) AND state IN ('pending', 'available', 'scheduled', 'retrying') RETURNING workflow_id
+                WHERE id = \(id) AND state IN ('pending', 'available', 'scheduled', 'retrying') RETURNING id
                 """)
-            if let workflowID = try waiting.first?.optionalString("workflow_id") {
+            if let workflowID, !waiting.isEmpty {
                 try await self.workflowStepFailed(jobID: id, workflowID: workflowID, now: now, in: tx)
             }
             return !waiting.isEmpty
@@ -301,22 +304,49 @@ public final class JobQueue: Sendable {
     }
 
     /// Claims up to `limit` runnable jobs of `queue` (or of any queue for ``anyQueue``), highest priority and earliest due first. On
-    /// PostgreSQL `SKIP LOCKED` lets many workers claim side by side; SQLite's single writer serializes.
+    /// PostgreSQL `SKIP LOCKED` lets many workers claim side by side; SQLite's single writer serializes. Rate-limited queues
+    /// are claimed first, each under its own lock, within what their limit leaves.
     /// - Parameter tasks: only jobs of these tasks (a built-in worker claims what it can run); `nil` for
     ///   any task (an HTTP worker names its own queues).
     func claim(queue: String, limit: Int, workerID: String, leaseSeconds: Int, tasks: [String]? = nil) async throws -> [Claim] {
         if let tasks, tasks.isEmpty { return [] }
         let now = clock.now()
-        let token = KeelID.make(prefix: "lease", now: now)
-        let expires = now.addingTimeInterval(TimeInterval(leaseSeconds))
+        let lease = Lease(workerID: workerID, token: KeelID.make(prefix: "lease", now: now), seconds: leaseSeconds, claimedAt: now)
+        var claims: [Claim] = []
+        for rateLimit in try await rateLimitedQueues() where queue == Self.anyQueue || rateLimit.queue == queue {
+            guard claims.count < limit else { break }
+            claims += try await claimRateLimited(rateLimit, limit: limit - claims.count, lease: lease, tasks: tasks)
+        }
+        if claims.count < limit {
+            let rows = try await store.execute(claimStatement(queue: queue == Self.anyQueue ? nil : queue, limit: limit - claims.count, lease: lease, tasks: tasks))
+            claims += try rows.map { Claim(job: try JobRecord(row: $0), leaseToken: lease.token, traceparent: try $0.optionalString("traceparent")) }
+        }
+        return claims.sorted { ($0.job.priority, $1.job.id) > ($1.job.priority, $0.job.id) }
+    }
+
+    struct Lease {
+        let workerID: String
+        let token: String
+        let seconds: Int
+        /// The start time written on the jobs (and in a rate limit's log of starts).
+        let claimedAt: Date
+    }
+
+    /// The claim as one statement: from `queue` (or any queue), never a paused one, and a rate-limited one only
+    /// `underRateLimit` (under its lock, after counting).
+    func claimStatement(queue: String?, limit: Int, lease: Lease, tasks: [String]?, underRateLimit: Bool = false) -> SQLQuery {
+        let now = lease.claimedAt
+        let expires = now.addingTimeInterval(TimeInterval(lease.seconds))
         var query: SQLQuery = """
-            UPDATE keel_jobs SET state = 'running', attempt = attempt + 1, worker_id = \(workerID), lease_token = \(token),
+            UPDATE keel_jobs SET state = 'running', attempt = attempt + 1, worker_id = \(lease.workerID), lease_token = \(lease.token),
                 lease_expires_at = \(expires), started_at = \(now), progress_percent = NULL, progress_message = NULL
             WHERE id IN (SELECT id FROM keel_jobs WHERE state IN ('available', 'scheduled', 'retrying') AND run_at <= \(now)
                          AND (expires_at IS NULL OR expires_at > \(now))
             """
-        if queue != Self.anyQueue { query.append(" AND queue = \(queue)") }
-        query.append(" AND queue NOT IN (SELECT name FROM keel_queues WHERE paused = \(true))")
+        if let queue { query.append(" AND queue = \(queue)") }
+        query.append(underRateLimit
+            ? " AND queue NOT IN (SELECT name FROM keel_queues WHERE paused = \(true))"
+            : " AND queue NOT IN (SELECT name FROM keel_queues WHERE paused = \(true) OR rate_limit IS NOT NULL)")
         if let tasks {
             query.append(" AND task IN (")
             for (index, task) in tasks.enumerated() { query.append(index == 0 ? "\(task)" : ", \(task)") }
@@ -325,8 +355,7 @@ public final class JobQueue: Sendable {
         query.append(" ORDER BY priority DESC, run_at, id LIMIT \(limit)")
         query.append(store.dialect == .postgres ? " FOR UPDATE SKIP LOCKED)" : ")")
         query.append(" RETURNING \(unsafeRaw: JobRecord.columns), traceparent")
-        let rows = try await store.execute(query)
-        return try rows.map { Claim(job: try JobRecord(row: $0), leaseToken: token, traceparent: try $0.optionalString("traceparent")) }.sorted { ($0.job.priority, $1.job.id) > ($1.job.priority, $0.job.id) }
+        return query
     }
 
     /// Records success; `false` when the lease was lost (the job was rescued or cancelled meanwhile). A workflow
@@ -341,6 +370,7 @@ public final class JobQueue: Sendable {
         let completed: Bool
         if let workflowID = claim.job.workflowID {
             completed = try await store.transaction { tx in
+                try await self.lockWorkflow(workflowID, in: tx)
                 guard !(try await tx.execute(update).isEmpty) else { return false }
                 try await self.workflowStepSucceeded(claim.job, workflowID: workflowID, now: now, in: tx)
                 return true
@@ -370,6 +400,7 @@ public final class JobQueue: Sendable {
         let updated: Bool
         if let workflowID = job.workflowID, state.isFinal {
             updated = try await store.transaction { tx in
+                try await self.lockWorkflow(workflowID, in: tx)
                 guard !(try await tx.execute(update).isEmpty) else { return false }
                 try await self.workflowStepFailed(jobID: job.id, workflowID: workflowID, now: now, in: tx)
                 return true

@@ -240,6 +240,13 @@ extension JobQueue {
         return workflow
     }
 
+    /// Every transaction that changes a workflow's steps takes its row first, so that two steps finishing at once
+    /// (each holding its own job row, both touching the callback's) queue up instead of deadlocking.
+    func lockWorkflow(_ id: String, in tx: any StoreTransaction) async throws {
+        guard store.dialect == .postgres else { return }  // SQLite's one writer already serializes
+        _ = try await tx.query("SELECT id FROM keel_workflows WHERE id = \(id) FOR UPDATE")
+    }
+
     /// After step `job` succeeded (in the transaction that recorded it): releases the steps that waited only for it,
     /// handing them the results of the steps they waited for, and finishes the workflow after its last step.
     func workflowStepSucceeded(_ job: JobRecord, workflowID: String, now: Date, in tx: any StoreTransaction) async throws {
