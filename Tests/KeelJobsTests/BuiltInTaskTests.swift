@@ -77,6 +77,22 @@ import Testing
             #expect(remaining.filter { $0.state == .succeeded }.map(\.id) == Array(ids.suffix(5)))
             #expect(remaining.contains { $0.id == waiting.id })
 
+            // Finished workflows go with their jobs, and so does the log of rate-limited starts.
+            let workflow = try await queue.startWorkflow(WorkflowDefinition(.chain([.job(NewJob(task: "keel.noop")), .job(NewJob(task: "keel.noop"))])))
+            try await whileWorking(worker) {
+                let done = try await eventually { try await queue.workflow(id: workflow.id).state == .succeeded }
+                #expect(done)
+            }
+            try await queue.store.execute("UPDATE keel_workflows SET finished_at = \(old) WHERE id = \(workflow.id)")
+            try await queue.store.execute("UPDATE keel_jobs SET finished_at = \(old) WHERE workflow_id = \(workflow.id)")
+            try await queue.store.execute("INSERT INTO keel_queue_starts (queue, started_at) VALUES ('api', \(old))")
+            let again = try await queue.prune(BuiltInTasks.PruneArgs(keepPerState: 5))
+            #expect(again["workflows"] == 1 && again["succeeded"] == 2)
+            let leftovers = try await queue.store.query("""
+                SELECT (SELECT COUNT(*) FROM keel_workflow_edges) AS edges, (SELECT COUNT(*) FROM keel_queue_starts) AS starts
+                """)
+            #expect(try leftovers.first?.int("edges") == 0 && leftovers.first?.int("starts") == 0)
+
             try await queue.ensurePruneSchedule()
             try await queue.ensurePruneSchedule()
             let schedule = try await queue.schedule(named: "keel.prune")

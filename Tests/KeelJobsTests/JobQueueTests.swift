@@ -222,6 +222,42 @@ struct TestFailure: Error, CustomStringConvertible {
         }
     }
 
+    /// Two workers with their own view of the queue (as two processes would have) together start at most
+    /// `limit` jobs of a rate-limited queue in any window, while other queues run unhindered.
+    @Test(arguments: StoreKind.allCases)
+    func rateLimitsHoldAcrossWorkers(_ kind: StoreKind) async throws {
+        try await withQueue(kind) { queue in
+            let limited = try await queue.updateQueue(named: "api", QueueChange(rateLimit: QueueRateLimit(limit: 4, perSeconds: 1)))
+            #expect(limited.rateLimit == QueueRateLimit(limit: 4, perSeconds: 1))
+            _ = try await queue.enqueue((0..<12).map { NewJob(queue: "api", task: "echo", args: .object(["n": .number(Double($0))])) })
+            _ = try await queue.enqueue((0..<12).map { NewJob(task: "echo", args: .object(["n": .number(Double($0))])) })
+            let elsewhere = JobQueue(store: queue.store, tasks: .testTasks)
+            let workers = [JobWorker(queue: queue, concurrency: [JobQueue.anyQueue: 8], idlePoll: .milliseconds(50)),
+                           JobWorker(queue: elsewhere, concurrency: ["api": 8], idlePoll: .milliseconds(50))]
+            let tasks = workers.map { worker in Task { try await worker.run() } }
+            defer { tasks.forEach { $0.cancel() } }
+            let done = try await eventually {
+                try await queue.list(JobQueue.Filter(), limit: 50, after: nil).items.allSatisfy { $0.state == .succeeded }
+            }
+            #expect(done)
+            let starts = try await queue.list({ var filter = JobQueue.Filter(); filter.queue = "api"; return filter }(), limit: 50, after: nil)
+                .items.compactMap(\.startedAt).map(\.timeIntervalSince1970).sorted()
+            #expect(starts.count == 12)
+            // Every start, with those in the second before it, makes at most four.
+            let busiest = starts.map { start in starts.filter { $0 > start - 1 && $0 <= start }.count }.max() ?? 0
+            #expect(busiest <= 4, "\(busiest) starts within one second")
+            #expect(starts.last! - starts.first! >= 2)
+
+            let invalid = await #expect(throws: Problem.self) {
+                _ = try await queue.updateQueue(named: "api", QueueChange(rateLimit: QueueRateLimit(limit: -1, perSeconds: 0)))
+            }
+            let invalidFields = String(describing: invalid?.extensions["errors"])
+            #expect(invalidFields.contains("rate_limit.per_seconds") && invalidFields.contains("rate_limit.limit"))
+            let removed = try await queue.updateQueue(named: "api", QueueChange(rateLimit: QueueRateLimit(limit: 0, perSeconds: 1)))
+            #expect(removed.rateLimit == nil)
+        }
+    }
+
     /// A worker polling only once a minute still starts a job enqueued elsewhere at once: PostgreSQL
     /// notifies its process. (The enqueuing queue object has its own wake signal, as another process would.)
     @Test func postgresNotificationsWakeIdleWorkersElsewhere() async throws {

@@ -10,11 +10,13 @@ public struct QueueRecord: Codable, Sendable, Equatable {
     public var maxLength: Int?
     /// Worked by HTTP workers (any language): enqueues may name tasks this binary does not know.
     public var external: Bool
+    public var rateLimit: QueueRateLimit?
     public var counts: [String: Int]
 
     enum CodingKeys: String, CodingKey {
         case name, paused, external, counts
         case maxLength = "max_length"
+        case rateLimit = "rate_limit"
     }
 }
 
@@ -24,16 +26,20 @@ public struct QueueChange: Codable, Sendable {
     /// Waiting jobs the queue may hold; `0` removes the limit.
     public var maxLength: Int?
     public var external: Bool?
+    /// A `limit` of `0` removes the rate limit.
+    public var rateLimit: QueueRateLimit?
 
-    public init(paused: Bool? = nil, maxLength: Int? = nil, external: Bool? = nil) {
+    public init(paused: Bool? = nil, maxLength: Int? = nil, external: Bool? = nil, rateLimit: QueueRateLimit? = nil) {
         self.paused = paused
         self.maxLength = maxLength
         self.external = external
+        self.rateLimit = rateLimit
     }
 
     enum CodingKeys: String, CodingKey {
         case paused, external
         case maxLength = "max_length"
+        case rateLimit = "rate_limit"
     }
 }
 
@@ -41,14 +47,15 @@ extension JobQueue {
     /// Every queue that has jobs or settings, with counts by state.
     public func queues() async throws -> [QueueRecord] {
         var records: [String: QueueRecord] = [:]
-        for row in try await store.query("SELECT name, paused, max_length, external FROM keel_queues") {
+        for row in try await store.query("SELECT name, paused, max_length, external, rate_limit, rate_per_seconds FROM keel_queues") {
             let name = try row.string("name")
+            let rateLimit = try row.optionalInt("rate_limit").map { QueueRateLimit(limit: $0, perSeconds: try row.int("rate_per_seconds")) }
             records[name] = QueueRecord(name: name, paused: try row.bool("paused"), maxLength: try row.optionalInt("max_length"),
-                                        external: try row.bool("external"), counts: [:])
+                                        external: try row.bool("external"), rateLimit: rateLimit, counts: [:])
         }
         for row in try await store.query("SELECT queue, state, COUNT(*) AS n FROM keel_jobs GROUP BY queue, state") {
             let name = try row.string("queue")
-            records[name, default: QueueRecord(name: name, paused: false, maxLength: nil, external: false, counts: [:])].counts[try row.string("state")] = try row.int("n")
+            records[name, default: QueueRecord(name: name, paused: false, maxLength: nil, external: false, rateLimit: nil, counts: [:])].counts[try row.string("state")] = try row.int("n")
         }
         return records.values.map { record in
             var record = record
@@ -59,7 +66,7 @@ extension JobQueue {
 
     public func queue(named name: String) async throws -> QueueRecord {
         try await queues().first { $0.name == name } ?? QueueRecord(
-            name: name, paused: false, maxLength: nil, external: false, counts: Dictionary(uniqueKeysWithValues: JobState.allCases.map { ($0.rawValue, 0) }))
+            name: name, paused: false, maxLength: nil, external: false, rateLimit: nil, counts: Dictionary(uniqueKeysWithValues: JobState.allCases.map { ($0.rawValue, 0) }))
     }
 
     public func updateQueue(named name: String, _ change: QueueChange) async throws -> QueueRecord {
@@ -70,17 +77,24 @@ extension JobQueue {
         if let length = change.maxLength, !(0...100_000_000).contains(length) {
             errors.append(FieldError(field: "max_length", message: "must be from 0 (no limit) to 100000000"))
         }
+        if let rate = change.rateLimit {
+            if !(0...1_000_000).contains(rate.limit) { errors.append(FieldError(field: "rate_limit.limit", message: "must be from 0 (no limit) to 1000000")) }
+            if !(1...86_400).contains(rate.perSeconds) { errors.append(FieldError(field: "rate_limit.per_seconds", message: "must be from 1 to 86400")) }
+        }
         guard errors.isEmpty else { throw Problem.validation("The queue change is invalid.", errors: errors) }
         let current = try await queue(named: name)
+        let rateLimit = change.rateLimit.map { $0.limit == 0 ? nil : $0 } ?? current.rateLimit
         let paused = change.paused ?? current.paused
         let maxLength = change.maxLength.map { $0 == 0 ? nil : $0 } ?? current.maxLength
         let external = change.external ?? current.external
         try await store.transaction { tx in
             try await tx.execute("DELETE FROM keel_queues WHERE name = \(name)")
             try await tx.execute("""
-                INSERT INTO keel_queues (name, paused, max_length, external, updated_at) VALUES (\(name), \(paused), \(maxLength), \(external), \(self.clock.now()))
+                INSERT INTO keel_queues (name, paused, max_length, external, rate_limit, rate_per_seconds, updated_at)
+                VALUES (\(name), \(paused), \(maxLength), \(external), \(rateLimit?.limit), \(rateLimit?.perSeconds), \(self.clock.now()))
                 """)
         }
+        forgetRateLimits()
         if !paused { await wakeWorkers() }
         return try await queue(named: name)
     }

@@ -134,5 +134,12 @@ enum JobMigrations {
             """,
             "CREATE INDEX keel_workflow_edges_child ON keel_workflow_edges (child_id, position)",
         ]),
+        // The log of starts makes a rate limit a true sliding window: a job's retry counts as a start again.
+        Migration.portable(module: "jobs", version: 9, name: "queue rate limits", statements: [
+            "ALTER TABLE keel_queues ADD COLUMN rate_limit INTEGER",
+            "ALTER TABLE keel_queues ADD COLUMN rate_per_seconds INTEGER",
+            "CREATE TABLE keel_queue_starts (queue TEXT NOT NULL, started_at {TS} NOT NULL)",
+            "CREATE INDEX keel_queue_starts_window ON keel_queue_starts (queue, started_at)",
+        ]),
     ]
 }

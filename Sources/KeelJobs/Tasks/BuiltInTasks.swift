@@ -129,6 +129,13 @@ extension JobQueue {
             "DELETE FROM keel_schedule_fires WHERE fire_at < \(now.addingTimeInterval(-7 * 86_400)) RETURNING schedule").count
         deleted["workers"] = try await store.execute(
             "DELETE FROM keel_workers WHERE heartbeat_at < \(now.addingTimeInterval(-86_400)) RETURNING id").count
+        deleted["workflows"] = try await store.execute("""
+            DELETE FROM keel_workflows WHERE (state = 'succeeded' AND finished_at < \(succeededBefore))
+                OR (state IN ('failed', 'cancelled') AND finished_at < \(failedBefore)) RETURNING id
+            """).count
+        try await store.execute("DELETE FROM keel_workflow_edges WHERE NOT EXISTS (SELECT 1 FROM keel_jobs WHERE keel_jobs.id = keel_workflow_edges.child_id)")
+        // Windows are at most a day long.
+        try await store.execute("DELETE FROM keel_queue_starts WHERE started_at < \(now.addingTimeInterval(-86_400))")
         return deleted
     }
 

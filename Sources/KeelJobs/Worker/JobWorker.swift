@@ -79,7 +79,7 @@ public final class JobWorker: Service {
             }
             for claim in claimed { start(claim) }
             // A full batch means more may be waiting; otherwise sleep until work or a free slot appears.
-            if claimed.isEmpty || claimed.count < free { await queue.wake.wait(after: seen, timeout: idlePoll) }
+            if claimed.isEmpty || claimed.count < free { await queue.wake.wait(after: seen, timeout: queue.idleWait(poll: idlePoll)) }
         }
     }
 

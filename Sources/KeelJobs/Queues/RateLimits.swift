@@ -1,0 +1,88 @@
+import Foundation
+import KeelServer
+import KeelStore
+import Synchronization
+
+/// At most `limit` jobs of a queue start in any `per_seconds` window, counted across every worker and process.
+public struct QueueRateLimit: Codable, Sendable, Equatable {
+    public var limit: Int
+    public var perSeconds: Int
+
+    public init(limit: Int, perSeconds: Int) {
+        self.limit = limit
+        self.perSeconds = perSeconds
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case limit
+        case perSeconds = "per_seconds"
+    }
+}
+
+/// What this process knows about rate-limited queues: their limits (re-read at most once a second, so a change made
+/// through another replica applies within a second) and when the next start becomes allowed.
+struct RateLimitCache {
+    var limits: [(queue: String, limit: QueueRateLimit)] = []
+    var fetchedAt: ContinuousClock.Instant?
+    var nextSlot: Date?
+}
+
+extension JobQueue {
+    static let rateLimitRefresh: Duration = .seconds(1)
+
+    func rateLimitedQueues() async throws -> [(queue: String, limit: QueueRateLimit)] {
+        let cached = rateLimits.withLock { cache in cache.fetchedAt.map { ContinuousClock.now - $0 < Self.rateLimitRefresh } == true ? cache.limits : nil }
+        if let cached { return cached }
+        let limits = try await store.query("SELECT name, rate_limit, rate_per_seconds FROM keel_queues WHERE rate_limit IS NOT NULL ORDER BY name").map {
+            (queue: try $0.string("name"), limit: QueueRateLimit(limit: try $0.int("rate_limit"), perSeconds: try $0.int("rate_per_seconds")))
+        }
+        rateLimits.withLock { $0.limits = limits; $0.fetchedAt = .now }
+        return limits
+    }
+
+    func forgetRateLimits() {
+        rateLimits.withLock { $0.fetchedAt = nil }
+    }
+
+    /// Claims from a rate-limited queue under a lock on its row: the starts of the last window are counted from a log
+    /// of starts (so a job's retry counts again), and only what the limit leaves is claimed and logged.
+    func claimRateLimited(_ limited: (queue: String, limit: QueueRateLimit), limit: Int, lease: Lease, tasks: [String]?) async throws -> [Claim] {
+        let now = lease.claimedAt
+        let windowStart = now.addingTimeInterval(-TimeInterval(limited.limit.perSeconds))
+        let (claims, nextSlot) = try await store.transaction { tx -> ([Claim], Date?) in
+            // PostgreSQL: one claimer per queue at a time; SQLite's write transaction already is.
+            let lock: SQLQuery = store.dialect == .postgres
+                ? "SELECT rate_limit, rate_per_seconds FROM keel_queues WHERE name = \(limited.queue) AND paused = \(false) FOR UPDATE"
+                : "SELECT rate_limit, rate_per_seconds FROM keel_queues WHERE name = \(limited.queue) AND paused = \(false)"
+            guard let row = try await tx.query(lock).first, let current = try row.optionalInt("rate_limit") else { return ([], nil) }
+            let perSeconds = try row.int("rate_per_seconds")
+            let start = now.addingTimeInterval(-TimeInterval(perSeconds))
+            try await tx.execute("DELETE FROM keel_queue_starts WHERE queue = \(limited.queue) AND started_at <= \(min(start, windowStart))")
+            let window = try await tx.query("""
+                SELECT COUNT(*) AS n, MIN(started_at) AS oldest FROM keel_queue_starts WHERE queue = \(limited.queue) AND started_at > \(start)
+                """)
+            let used = try window.first?.int("n") ?? 0
+            let allowance = min(limit, current - used)
+            guard allowance > 0 else {
+                return ([], try window.first?.optionalDate("oldest").map { $0.addingTimeInterval(TimeInterval(perSeconds)) })
+            }
+            let rows = try await tx.execute(self.claimStatement(queue: limited.queue, limit: allowance, lease: lease, tasks: tasks, underRateLimit: true))
+            for _ in rows { try await tx.execute("INSERT INTO keel_queue_starts (queue, started_at) VALUES (\(limited.queue), \(now))") }
+            let claims = try rows.map { Claim(job: try JobRecord(row: $0), leaseToken: lease.token, traceparent: try $0.optionalString("traceparent")) }
+            return (claims, nil)
+        }
+        if let nextSlot { rateLimits.withLock { $0.nextSlot = min($0.nextSlot ?? nextSlot, nextSlot) } }
+        return claims
+    }
+
+    /// How long an idle worker sleeps: its poll interval, or less when a rate-limited queue allows a start sooner.
+    func idleWait(poll: Duration) -> Duration {
+        let now = clock.now()
+        let next = rateLimits.withLock { cache -> Date? in
+            if let slot = cache.nextSlot, slot <= now { cache.nextSlot = nil }
+            return cache.nextSlot
+        }
+        guard let next else { return poll }
+        return min(poll, .milliseconds(Int(next.timeIntervalSince(now) * 1000) + 5))
+    }
+}
