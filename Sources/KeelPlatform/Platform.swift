@@ -10,19 +10,19 @@ import KeelTelemetry
 public enum Platform {
     public static var migrations: [Migration] { KeelMigrations.all + IdentityModule.migrations + JobsModule.migrations }
 
-    /// The job handlers compiled into this binary: Keel's built-in tasks.
-    public static var tasks: JobRegistry {
+    /// The job handlers compiled into this binary: Keel's built-in tasks, set up from `config` (the mail server).
+    public static func tasks(_ config: KeelConfig) -> JobRegistry {
         var registry = JobRegistry()
-        BuiltInTasks.register(in: &registry)
+        BuiltInTasks.register(in: &registry, mail: config.smtp)
         return registry
     }
 
     /// Every module, and the identity service that authenticates their routes.
-    public static func modules(config: KeelConfig, store: any Store, tasks: JobRegistry = Platform.tasks, jwksRefetchInterval: Double = 30,
+    public static func modules(config: KeelConfig, store: any Store, tasks: JobRegistry? = nil, jwksRefetchInterval: Double = 30,
                                printFirstAdminPassword: @escaping @Sendable (String, String) -> Void = IdentityService.printOnce)
         -> (modules: [any KeelModule], identity: IdentityService) {
         let identity = IdentityService(config: config, store: store, jwksRefetchInterval: jwksRefetchInterval)
-        let jobs = JobQueue(store: store, tasks: tasks)
+        let jobs = JobQueue(store: store, tasks: tasks ?? Platform.tasks(config))
         return ([IdentityModule(service: identity, printFirstAdminPassword: printFirstAdminPassword), JobsModule(queue: jobs, concurrency: config.workerQueues)], identity)
     }
 

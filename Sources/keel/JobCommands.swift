@@ -11,9 +11,10 @@ func withJobQueue<Result: Sendable>(_ options: ServerOptions, _ body: @escaping 
     var config = try options.load().config
     config.logLevel = min(config.logLevel, .warning)
     _ = try Telemetry.bootstrap(config, logsToStandardError: true)
+    let tasks = Platform.tasks(config)
     return try await withRunningStore(config) { store in
         try await store.migrate(Platform.migrations)
-        return try await body(JobQueue(store: store, tasks: Platform.tasks))
+        return try await body(JobQueue(store: store, tasks: tasks))
     }
 }
 

@@ -57,6 +57,60 @@ import Testing
         }
     }
 
+    /// `email.send` through a worker to a real SMTP server with STARTTLS and a login: delivered, or dead at once when
+    /// the server refuses for good, or retried when it cannot be reached.
+    @Test func emailSendDeliversOverSMTP() async throws {
+        try await SMTPTestServer.with("starttls", credentials: "mailer:s3cret-pass") { server in
+            var settings = server.settings
+            settings.username = "mailer"
+            settings.password = Secret("s3cret-pass")
+            settings.from = "noreply@keel.example"
+            var registry = JobRegistry()
+            BuiltInTasks.register(in: &registry, mail: settings)
+            try await withQueue(.sqlite, tasks: registry) { queue in
+                let sent = try await queue.enqueue([NewJob(task: "email.send", args: .object([
+                    "to": .string("ana@example.com"), "bcc": .array([.string("audit@example.com")]), "subject": .string("Your report"),
+                    "text": .string("Ready."), "html": .string("<p>Ready.</p>"),
+                ]))])[0].job
+                let refused = try await queue.enqueue([NewJob(task: "email.send", args: .object([
+                    "to": .string("x@refused.example"), "subject": .string("s"), "text": .string("t"),
+                ]))])[0].job
+                let injected = try await queue.enqueue([NewJob(task: "email.send", args: .object([
+                    "to": .string("a@example.com"), "subject": .string("s\r\nBcc: victim@example.com"), "text": .string("t"),
+                ]))])[0].job
+                let worker = JobWorker(queue: queue, concurrency: ["default": 4], idlePoll: .milliseconds(50))
+                try await whileWorking(worker) {
+                    let done = try await eventually { try await [sent, refused, injected].asyncAllFinal(queue) }
+                    #expect(done)
+                }
+                let delivered = try await queue.job(id: sent.id)
+                #expect(delivered.state == .succeeded)
+                guard case .object(let result)? = delivered.result else { Issue.record("no result: \(delivered)"); return }
+                #expect(result["accepted"] == .array([.string("ana@example.com"), .string("audit@example.com")]))
+                #expect(server.received.count == 1)
+                #expect(server.received.first?["mail_from"] as? String == "noreply@keel.example")
+                let dead = try await queue.job(id: refused.id)
+                #expect(dead.state == .dead && dead.attempt == 1 && dead.errors.first?.error.contains("550") == true)
+                let refusedInjection = try await queue.job(id: injected.id)
+                #expect(refusedInjection.state == .dead && refusedInjection.errors.first?.error.contains("subject: must be one line") == true)
+            }
+        }
+        // No server listening: a failed attempt, retried later.
+        var settings = MailSettings()
+        (settings.host, settings.port, settings.from) = ("127.0.0.1", try freePort(), "noreply@keel.example")
+        var registry = JobRegistry()
+        BuiltInTasks.register(in: &registry, mail: settings)
+        try await withQueue(.sqlite, tasks: registry) { queue in
+            let job = try await queue.enqueue([NewJob(task: "email.send", args: .object(["to": .string("a@example.com"), "subject": .string("s"), "text": .string("t")]))])[0].job
+            let worker = JobWorker(queue: queue, concurrency: ["default": 1], idlePoll: .milliseconds(50))
+            try await whileWorking(worker) {
+                let retrying = try await eventually { try await queue.job(id: job.id).state == .retrying }
+                #expect(retrying)
+            }
+            #expect(try await queue.job(id: job.id).errors.first?.error.contains("cannot connect") == true)
+        }
+    }
+
     @Test(arguments: StoreKind.allCases)
     func pruneDeletesOldAndSurplusFinishedJobs(_ kind: StoreKind) async throws {
         try await withQueue(kind, tasks: Self.builtIns) { queue in
@@ -98,5 +152,12 @@ import Testing
             let schedule = try await queue.schedule(named: "keel.prune")
             #expect(schedule.cron == "@hourly" && schedule.task == "keel.prune")
         }
+    }
+}
+
+extension Array where Element == JobRecord {
+    func asyncAllFinal(_ queue: JobQueue) async throws -> Bool {
+        for job in self where !(try await queue.job(id: job.id).state.isFinal) { return false }
+        return true
     }
 }

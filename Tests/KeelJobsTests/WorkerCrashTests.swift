@@ -14,7 +14,7 @@ import Testing
             let store = try PostgresStore(url: url, tls: .disable, maximumConnections: 4, logger: quietLogger)
             try await withRunningStore(store) { store in
                 try await store.migrate(Platform.migrations)
-                let queue = JobQueue(store: store, tasks: Platform.tasks)
+                let queue = JobQueue(store: store, tasks: Platform.tasks(KeelConfig()))
                 for _ in 0..<5 { _ = try await queue.enqueue((0..<1000).map { _ in NewJob(task: "keel.noop") }) }
 
                 let environment = [
@@ -100,7 +100,7 @@ import Testing
             let store = try PostgresStore(url: direct, tls: .disable, maximumConnections: 2, logger: quietLogger)
             try await withRunningStore(store) { store in
                 try await store.migrate(Platform.migrations)
-                let queue = JobQueue(store: store, tasks: Platform.tasks)
+                let queue = JobQueue(store: store, tasks: Platform.tasks(KeelConfig()))
                 for _ in 0..<3 { _ = try await queue.enqueue((0..<1000).map { _ in NewJob(task: "keel.noop") }) }
                 func succeeded() async throws -> Int {
                     try await store.query("SELECT COUNT(*) AS n FROM keel_jobs WHERE state = 'succeeded'").first?.int("n") ?? 0

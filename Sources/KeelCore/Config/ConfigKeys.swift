@@ -136,6 +136,35 @@ extension ConfigKey {
         ConfigKey(name: "admin_password", summary: "password of that first admin (random and printed once when unset)", isSecret: true,
                   apply: { text, config throws(ConfigExpectation) in config.auth.adminPassword = text.isEmpty ? nil : Secret(text) },
                   display: { $0.auth.adminPassword == nil ? "" : "****" }),
+        ConfigKey(name: "smtp_host", summary: "mail server for the email.send task (empty: email.send fails)", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in
+                      guard !text.contains(where: { $0.isWhitespace || $0 == "/" || $0 == "@" }) else {
+                          throw ConfigExpectation("a host name or IP address like smtp.example.com")
+                      }
+                      config.smtp.host = text.isEmpty ? nil : text
+                  }, display: { $0.smtp.host ?? "" }),
+        ConfigKey(name: "smtp_port", summary: "mail server port (587 submission with STARTTLS, 465 implicit TLS)", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in config.smtp.port = try parseInt(text, in: 1...65535) },
+                  display: { String($0.smtp.port) }),
+        ConfigKey(name: "smtp_tls", summary: "starttls (required), tls (implicit, port 465) or none (loopback relays only)", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in config.smtp.security = try parseEnum(text.lowercased()) },
+                  display: { $0.smtp.security.rawValue }),
+        ConfigKey(name: "smtp_ca_file", summary: "PEM file of CAs trusted for the mail server (default: the system's)", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in
+                      guard text.isEmpty || FileManager.default.isReadableFile(atPath: text) else { throw ConfigExpectation("a readable PEM file") }
+                      config.smtp.caFile = text.isEmpty ? nil : text
+                  }, display: { $0.smtp.caFile ?? "" }),
+        ConfigKey(name: "smtp_username", summary: "mail server login (AUTH PLAIN or LOGIN, only over TLS)", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in config.smtp.username = text.isEmpty ? nil : text },
+                  display: { $0.smtp.username ?? "" }),
+        ConfigKey(name: "smtp_password", summary: "mail server password", isSecret: true,
+                  apply: { text, config throws(ConfigExpectation) in config.smtp.password = text.isEmpty ? nil : Secret(text) },
+                  display: { $0.smtp.password == nil ? "" : "****" }),
+        ConfigKey(name: "smtp_from", summary: "sender of email.send when a job names none", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in
+                      guard text.isEmpty || isPlausibleEmail(text) else { throw ConfigExpectation("an email address such as noreply@example.com") }
+                      config.smtp.from = text.isEmpty ? nil : text
+                  }, display: { $0.smtp.from ?? "" }),
     ]
 
     public static func named(_ name: String) -> ConfigKey? {

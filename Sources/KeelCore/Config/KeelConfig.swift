@@ -28,6 +28,8 @@ public struct KeelConfig: Sendable, Equatable {
     /// How idle workers learn of new jobs from other processes: PostgreSQL LISTEN/NOTIFY, or polling only
     /// (for connection poolers in transaction mode, which break LISTEN).
     public var jobWakeup = JobWakeup.notify
+    /// The mail server of the `email.send` task.
+    public var smtp = MailSettings()
 
     public init() {}
 
@@ -54,6 +56,30 @@ public struct AuthSettings: Sendable, Equatable {
     public var adminPassword: Secret?
 
     public init() {}
+}
+
+/// How Keel reaches its mail server.
+public struct MailSettings: Sendable, Equatable {
+    public var host: String?
+    public var port = 587
+    public var security = MailSecurity.starttls
+    public var caFile: String?
+    public var username: String?
+    public var password: Secret?
+    public var from: String?
+    /// The whole conversation with the server, connect to QUIT.
+    public var timeoutSeconds = 30
+
+    public init() {}
+}
+
+public enum MailSecurity: String, Sendable, CaseIterable {
+    /// Plain connect, then `STARTTLS` before anything else; refused if the server does not offer it.
+    case starttls
+    /// TLS from the first byte (SMTPS, port 465).
+    case tls
+    /// No encryption: only for a relay on the same host; credentials are never sent this way.
+    case none
 }
 
 public enum JobWakeup: String, Sendable, CaseIterable {

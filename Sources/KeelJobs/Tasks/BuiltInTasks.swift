@@ -2,18 +2,70 @@ import AsyncHTTPClient
 import Crypto
 import Foundation
 import KeelCore
+import KeelMail
 import KeelServer
 import KeelStore
 import NIOCore
 import NIOHTTP1
 
-/// The tasks every Keel binary can run: HTTP calls (webhooks, payment providers, data sync), pruning
+/// The tasks every Keel binary can run: HTTP calls (webhooks, payment providers, data sync), email, pruning
 /// of finished jobs, and a no-op for smoke tests and benchmarks.
 public enum BuiltInTasks {
-    public static func register(in registry: inout JobRegistry) {
+    /// - Parameter mail: the mail server of `email.send`.
+    public static func register(in registry: inout JobRegistry, mail: MailSettings = MailSettings()) {
         registry.register("keel.noop") { (_: JSONValue, _: JobContext) in JSONValue.null }
         registry.register("http.request", backoffSeconds: 5) { (args: HTTPRequestArgs, _: JobContext) in try await performHTTPRequest(args) }
+        registry.register("email.send", backoffSeconds: 30) { (args: EmailArgs, _: JobContext) in try await sendEmail(args, settings: mail) }
         registry.register("keel.prune") { (args: PruneArgs, context: JobContext) in try await context.queue.prune(args) }
+    }
+
+    // MARK: - email.send
+
+    public struct EmailArgs: Codable, Sendable {
+        /// One address or a list.
+        public var to: Recipients
+        public var cc: Recipients?
+        public var bcc: Recipients?
+        /// Default: `smtp_from`.
+        public var from: String?
+        public var replyTo: String?
+        public var subject: String
+        public var text: String?
+        public var html: String?
+        public var headers: [String: String]?
+
+        enum CodingKeys: String, CodingKey {
+            case to, cc, bcc, from, subject, text, html, headers
+            case replyTo = "reply_to"
+        }
+    }
+
+    /// `"a@x"` or `["a@x", "b@y"]`.
+    public struct Recipients: Codable, Sendable {
+        public var addresses: [String]
+
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.singleValueContainer()
+            if let list = try? container.decode([String].self) { addresses = list } else { addresses = [try container.decode(String.self)] }
+        }
+
+        public func encode(to encoder: any Encoder) throws {
+            var container = encoder.singleValueContainer()
+            try container.encode(addresses)
+        }
+    }
+
+    /// Sends over SMTP. A refusal the server means (5xx) or a message that cannot be sent fails the job permanently;
+    /// an unreachable or busy server (4xx) is a failed attempt, retried with backoff.
+    static func sendEmail(_ args: EmailArgs, settings: MailSettings) async throws -> MailDelivery {
+        guard let from = args.from ?? settings.from else { throw PermanentJobFailure("from: none given and smtp_from is not set") }
+        let message = MailMessage(from: from, to: args.to.addresses, cc: args.cc?.addresses ?? [], bcc: args.bcc?.addresses ?? [],
+                                  replyTo: args.replyTo, subject: args.subject, text: args.text, html: args.html, headers: args.headers ?? [:])
+        do {
+            return try await SMTPClient(settings: settings).send(message)
+        } catch let error as SMTPError where error.isPermanent {
+            throw PermanentJobFailure(error.description)
+        }
     }
 
     // MARK: - http.request
