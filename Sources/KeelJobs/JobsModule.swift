@@ -26,7 +26,10 @@ public struct JobsModule: KeelModule {
     }
 
     public func prepare(context: ModuleContext) async throws {
-        if context.config.roles.contains(.scheduler) { try await queue.ensurePruneSchedule() }
+        if context.config.roles.contains(.scheduler) {
+            try await queue.ensurePruneSchedule()
+            try await queue.syncDeclaredSchedules(context.config.declaredSchedules)
+        }
     }
 
     public func services(context: ModuleContext) -> [any Service] {

@@ -48,6 +48,32 @@ import Testing
         }
     }
 
+    /// `schedules` keeps its tree: from YAML as from JSON in `KEEL_SCHEDULES`, numbers stay numbers, quoted text stays text.
+    @Test func schedulesAreDeclaredAsATree() throws {
+        try withConfigFile("""
+            schedules:
+              nightly-report:
+                cron: "30 2 * * *"
+                timezone: Europe/Berlin
+                task: report.build
+                args: {day: yesterday, limit: 50, dry_run: false, code: "007"}
+              heartbeat:
+                every_seconds: 10
+                task: keel.noop
+            """) { path in
+            let config = try ConfigLoader.load(environment: [:], configFile: path).config
+            #expect(config.declaredSchedules.keys.sorted() == ["heartbeat", "nightly-report"])
+            let nightly = try #require(config.declaredSchedules["nightly-report"])
+            #expect(nightly == #"{"args":{"code":"007","day":"yesterday","dry_run":false,"limit":50},"cron":"30 2 * * *","task":"report.build","timezone":"Europe\/Berlin"}"#)
+            #expect(config.declaredSchedules["heartbeat"] == #"{"every_seconds":10,"task":"keel.noop"}"#)
+        }
+        let fromEnvironment = try ConfigLoader.load(environment: ["KEEL_SCHEDULES": #"{"tick": {"every_seconds": 1, "task": "keel.noop"}}"#]).config
+        #expect(fromEnvironment.declaredSchedules["tick"] == #"{"every_seconds":1,"task":"keel.noop"}"#)
+        for bad in [#"[1, 2]"#, #"{"tick": {"every_seconds": 1}}"#, "not json"] {
+            #expect(throws: ConfigError.self) { try ConfigLoader.load(environment: ["KEEL_SCHEDULES": bad]) }
+        }
+    }
+
     @Test func badValuesNameKeyValueSourceAndExpectation() {
         let error = #expect(throws: ConfigError.self) {
             try ConfigLoader.load(environment: ["KEEL_PORT": "eighty", "KEEL_ROLES": "api,cron"])

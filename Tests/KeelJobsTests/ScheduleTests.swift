@@ -69,6 +69,40 @@ extension Timestamp {
         }
     }
 
+    /// Schedules declared in configuration are created, left alone while unchanged (their timetable and an operator's
+    /// pause survive restarts), replaced when changed, and removed when no longer declared; others are untouched.
+    @Test(arguments: StoreKind.allCases)
+    func declaredSchedulesFollowTheConfiguration(_ kind: StoreKind) async throws {
+        try await withQueue(kind) { queue in
+            _ = try await queue.saveSchedule(named: "by-hand", ScheduleInput(everySeconds: 60, task: "echo"))
+            try await queue.syncDeclaredSchedules(["nightly": #"{"cron": "30 2 * * *", "timezone": "Europe/Berlin", "task": "echo", "args": {"n": 1}}"#])
+            let created = try await queue.schedule(named: "nightly")
+            #expect(created.declared && created.cron == "30 2 * * *" && created.args == .object(["n": .number(1)]))
+            _ = try await queue.setSchedulePaused("nightly", paused: true)
+
+            try await queue.syncDeclaredSchedules(["nightly": #"{"cron": "30 2 * * *", "timezone": "Europe/Berlin", "task": "echo", "args": {"n": 1}}"#])
+            let unchanged = try await queue.schedule(named: "nightly")
+            #expect(unchanged.updatedAt == (try await queue.schedule(named: "nightly")).updatedAt && unchanged.paused)
+
+            try await queue.syncDeclaredSchedules(["nightly": #"{"cron": "0 3 * * *", "timezone": "Europe/Berlin", "task": "echo"}"#])
+            let changed = try await queue.schedule(named: "nightly")
+            #expect(changed.cron == "0 3 * * *" && changed.paused && changed.createdAt == created.createdAt)
+
+            try await queue.syncDeclaredSchedules([:])
+            await #expect(throws: Problem.self) { _ = try await queue.schedule(named: "nightly") }
+            #expect(try await queue.schedule(named: "by-hand").declared == false)
+
+            let invalid = await #expect(throws: FatalStartupError.self) {
+                try await queue.syncDeclaredSchedules(["bad": #"{"cron": "61 * * * *", "task": "echo"}"#])
+            }
+            #expect(invalid?.description.contains("schedules.bad is invalid: cron") == true)
+            let wrongType = await #expect(throws: FatalStartupError.self) {
+                try await queue.syncDeclaredSchedules(["typed": #"{"every_seconds": "often", "task": "echo"}"#])
+            }
+            #expect(wrongType?.description.contains("every_seconds") == true)
+        }
+    }
+
     /// Several scheduler replicas on one store: every tick enqueues exactly one job.
     @Test(arguments: StoreKind.allCases)
     func replicasFireEachTickExactlyOnce(_ kind: StoreKind) async throws {

@@ -6,6 +6,8 @@ public struct ConfigKey: Sendable {
     public let name: String
     public let summary: String
     public let isSecret: Bool
+    /// Takes a tree (a YAML mapping, or JSON text in the environment or a flag) rather than one value.
+    public var isStructured = false
     let apply: @Sendable (String, inout KeelConfig) throws(ConfigExpectation) -> Void
     let display: @Sendable (KeelConfig) -> String
 
@@ -136,6 +138,10 @@ extension ConfigKey {
         ConfigKey(name: "admin_password", summary: "password of that first admin (random and printed once when unset)", isSecret: true,
                   apply: { text, config throws(ConfigExpectation) in config.auth.adminPassword = text.isEmpty ? nil : Secret(text) },
                   display: { $0.auth.adminPassword == nil ? "" : "****" }),
+        ConfigKey(name: "schedules", summary: "schedules kept as declared: {name: {cron|every_seconds, timezone, queue, task, args, misfire}}",
+                  isSecret: false, isStructured: true,
+                  apply: { text, config throws(ConfigExpectation) in config.declaredSchedules = try parseDeclaredSchedules(text) },
+                  display: { $0.declaredSchedules.isEmpty ? "" : $0.declaredSchedules.keys.sorted().joined(separator: ",") }),
         ConfigKey(name: "smtp_host", summary: "mail server for the email.send task (empty: email.send fails)", isSecret: false,
                   apply: { text, config throws(ConfigExpectation) in
                       guard !text.contains(where: { $0.isWhitespace || $0 == "/" || $0 == "@" }) else {
@@ -173,6 +179,23 @@ extension ConfigKey {
 }
 
 // MARK: - Value parsers
+
+/// `{"name": {...}, ...}` as JSON: each schedule a JSON object with a task; the jobs module checks the rest (cron,
+/// time zone, task) when the scheduler starts.
+func parseDeclaredSchedules(_ text: String) throws(ConfigExpectation) -> [String: String] {
+    let expectation = ConfigExpectation(#"a mapping of schedule names to {cron or every_seconds, task, ...} (JSON: {"nightly": {"cron": "0 2 * * *", "task": "report.build"}})"#)
+    guard !text.trimmingCharacters(in: .whitespaces).isEmpty else { return [:] }
+    guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else { throw expectation }
+    var schedules: [String: String] = [:]
+    for (name, definition) in object {
+        guard let definition = definition as? [String: Any], definition["task"] is String,
+              let data = try? JSONSerialization.data(withJSONObject: definition, options: [.sortedKeys]) else {
+            throw ConfigExpectation("schedule \(name): an object with at least a task, like {\"cron\": \"0 2 * * *\", \"task\": \"report.build\"}")
+        }
+        schedules[name] = String(decoding: data, as: UTF8.self)
+    }
+    return schedules
+}
 
 /// `local@domain.tld`, at most 254 characters, no spaces or control characters; deliverability is
 /// the mail server's business.

@@ -122,6 +122,11 @@ public enum ConfigLoader {
     private static func flatten(_ mapping: Node.Mapping, prefix: String, path: String, into values: inout [String: String]) throws(ConfigIssue) {
         for (keyNode, valueNode) in mapping {
             let name = prefix + (keyNode.string ?? "")
+            // Structured keys keep their tree, as JSON text (the form their environment variable takes too).
+            if ConfigKey.named(name)?.isStructured == true {
+                values[name] = jsonText(valueNode)
+                continue
+            }
             switch valueNode {
             case .mapping(let nested):
                 try flatten(nested, prefix: name + "_", path: path, into: &values)
@@ -137,6 +142,22 @@ public enum ConfigLoader {
                 throw ConfigIssue(key: name, value: nil, source: .file(path), expected: unknownKeyExpectation(name))
             }
         }
+    }
+
+    /// A YAML subtree as JSON text: plain scalars that read as numbers, booleans or null become those, all else strings.
+    static func jsonText(_ node: Node) -> String {
+        func value(_ node: Node) -> Any {
+            switch node {
+            case .mapping(let mapping): Dictionary(mapping.map { ($0.key.string ?? "", value($0.value)) }, uniquingKeysWith: { $1 })
+            case .sequence(let sequence): sequence.map(value)
+            case .scalar(let scalar):
+                scalar.style != .plain ? scalar.string
+                    : node.null.map { $0 as Any } ?? node.bool.map { $0 as Any } ?? node.int.map { $0 as Any } ?? node.float.map { $0 as Any } ?? scalar.string
+            case .alias: NSNull()
+            }
+        }
+        let data = (try? JSONSerialization.data(withJSONObject: value(node), options: [.sortedKeys, .fragmentsAllowed])) ?? Data("null".utf8)
+        return String(decoding: data, as: UTF8.self)
     }
 
     private static func unknownKeyExpectation(_ name: String) -> String {

@@ -30,6 +30,8 @@ public struct KeelConfig: Sendable, Equatable {
     public var jobWakeup = JobWakeup.notify
     /// The mail server of the `email.send` task.
     public var smtp = MailSettings()
+    /// Schedules declared in configuration: name → the schedule as JSON (`ScheduleInput`'s fields).
+    public var declaredSchedules: [String: String] = [:]
 
     public init() {}
 

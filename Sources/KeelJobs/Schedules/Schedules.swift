@@ -24,9 +24,11 @@ public struct ScheduleRecord: Codable, Sendable, Equatable {
     public var updatedAt: Date
     /// The next five fire times (on reads of one schedule).
     public var upcoming: [Date]?
+    /// Kept as declared in configuration (`schedules`): changes through the API last until the next start.
+    public var declared: Bool
 
     enum CodingKeys: String, CodingKey {
-        case name, cron, timezone, queue, task, args, paused, misfire, upcoming
+        case name, cron, timezone, queue, task, args, paused, misfire, upcoming, declared
         case everySeconds = "every_seconds"
         case nextRunAt = "next_run_at"
         case lastRunAt = "last_run_at"
@@ -50,6 +52,14 @@ public struct ScheduleRecord: Codable, Sendable, Equatable {
         lastJobID = try row.optionalString("last_job_id")
         createdAt = try row.date("created_at")
         updatedAt = try row.date("updated_at")
+        declared = try row.bool("declared")
+    }
+
+    /// Whether `input` describes this schedule as it stands (pausing aside).
+    func matches(_ input: ScheduleInput) -> Bool {
+        cron == input.cron && everySeconds == input.everySeconds && timezone == (input.timezone ?? "UTC")
+            && queue == (input.queue ?? JobQueue.defaultQueue) && task == input.task && args == (input.args ?? .object([:]))
+            && misfire == (input.misfire ?? "skip") && (input.paused == nil || input.paused == paused)
     }
 
     /// When this schedule fires next after `date`.
@@ -98,7 +108,8 @@ public struct ScheduleInput: Codable, Sendable {
 
 extension JobQueue {
     static let scheduleColumns: StaticString = """
-        name, cron, every_seconds, timezone, queue, task, args, paused, misfire, next_run_at, last_run_at, last_job_id, created_at, updated_at
+        name, cron, every_seconds, timezone, queue, task, args, paused, misfire, next_run_at, last_run_at, last_job_id, created_at, updated_at, \
+        declared
         """
 
     public func schedules() async throws -> [ScheduleRecord] {
@@ -121,7 +132,8 @@ extension JobQueue {
     }
 
     /// Creates or replaces a schedule; the next fire is computed from now.
-    public func saveSchedule(named name: String, _ input: ScheduleInput) async throws -> ScheduleRecord {
+    /// - Parameter declared: the schedule comes from configuration.
+    public func saveSchedule(named name: String, _ input: ScheduleInput, declared: Bool = false) async throws -> ScheduleRecord {
         var errors: [FieldError] = []
         if !Self.isValidName(name, maxLength: 100) { errors.append(FieldError(field: "name", message: "must be 1-100 characters of letters, digits, '.', '_', ':' or '-'")) }
         switch (input.cron, input.everySeconds) {
@@ -148,9 +160,10 @@ extension JobQueue {
             try await tx.execute("DELETE FROM keel_schedules WHERE name = \(name)")
             try await tx.execute("""
                 INSERT INTO keel_schedules (name, cron, every_seconds, timezone, queue, task, args, paused, misfire, next_run_at, last_run_at,
-                                            last_job_id, created_at, updated_at)
+                                            last_job_id, created_at, updated_at, declared)
                 VALUES (\(name), \(input.cron), \(input.everySeconds), \(timezone), \(input.queue ?? Self.defaultQueue), \(input.task), \(args),
-                        \(input.paused ?? false), \(misfire), \(Optional<Date>.none), \(existing?.lastRunAt), \(existing?.lastJobID), \(createdAt), \(now))
+                        \(input.paused ?? false), \(misfire), \(Optional<Date>.none), \(existing?.lastRunAt), \(existing?.lastJobID), \(createdAt), \(now),
+                        \(declared))
                 """)
         }
         var saved = try await schedule(named: name)
@@ -158,6 +171,39 @@ extension JobQueue {
         try await store.execute("UPDATE keel_schedules SET next_run_at = \(next) WHERE name = \(name)")
         saved.nextRunAt = next
         return saved
+    }
+
+    /// Makes the stored schedules match those declared in configuration (name → `ScheduleInput` JSON): new ones are
+    /// created, changed ones replaced (keeping whether an operator paused them), and formerly declared ones no longer
+    /// in the configuration removed. Unchanged ones are left alone, so restarts do not move their timetable.
+    /// - Throws: ``FatalStartupError`` naming the schedule and field at fault.
+    public func syncDeclaredSchedules(_ declared: [String: String]) async throws {
+        for (name, json) in declared.sorted(by: { $0.key < $1.key }) {
+            let input: ScheduleInput
+            do {
+                input = try JSONDecoder.keel().decode(ScheduleInput.self, from: Data(json.utf8))
+            } catch {
+                let reason = (error as? DecodingError).map { FieldError($0) }.map { "\($0.field): \($0.message)" } ?? "\(error)"
+                throw FatalStartupError("schedules.\(name) is invalid: \(reason)")
+            }
+            let existing = try? await schedule(named: name)
+            if let existing, existing.declared, existing.matches(input) { continue }
+            var kept = input
+            kept.paused = input.paused ?? existing?.paused
+            do {
+                _ = try await saveSchedule(named: name, kept, declared: true)
+            } catch let problem as Problem {
+                let faults = (problem.fieldErrors.map { "\($0.field): \($0.message)" }).joined(separator: "; ")
+                throw FatalStartupError("schedules.\(name) is invalid: \(faults.isEmpty ? problem.detail : faults)")
+            }
+            logger.info("schedule declared in configuration saved", metadata: ["schedule": .string(name)])
+        }
+        for row in try await store.query("SELECT name FROM keel_schedules WHERE declared = \(true)") {
+            let name = try row.string("name")
+            guard declared[name] == nil else { continue }
+            try? await deleteSchedule(named: name)
+            logger.info("schedule no longer declared in configuration removed", metadata: ["schedule": .string(name)])
+        }
     }
 
     public func deleteSchedule(named name: String) async throws {

@@ -141,5 +141,8 @@ enum JobMigrations {
             "CREATE TABLE keel_queue_starts (queue TEXT NOT NULL, started_at {TS} NOT NULL)",
             "CREATE INDEX keel_queue_starts_window ON keel_queue_starts (queue, started_at)",
         ]),
+        Migration.portable(module: "jobs", version: 10, name: "schedules declared in configuration", statements: [
+            "ALTER TABLE keel_schedules ADD COLUMN declared {BOOL} NOT NULL DEFAULT FALSE",
+        ]),
     ]
 }

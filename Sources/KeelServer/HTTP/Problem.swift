@@ -58,6 +58,15 @@ extension Problem {
         Problem(status: .badRequest, slug: "malformed-json", title: "Malformed JSON", detail: detail)
     }
 
+    /// The fields a validation or parameter problem names.
+    public var fieldErrors: [FieldError] {
+        guard case .array(let items)? = extensions["errors"] else { return [] }
+        return items.compactMap { item in
+            guard case .object(let members) = item, case .string(let field)? = members["field"], case .string(let message)? = members["message"] else { return nil }
+            return FieldError(field: field, message: message)
+        }
+    }
+
     public static func validation(_ detail: String, errors: [FieldError]) -> Problem {
         Problem(status: .unprocessableContent, slug: "validation-failed", title: "Validation failed", detail: detail,
                 extensions: ["errors": .array(errors.map(\.json))])
