@@ -15,7 +15,7 @@ import Testing
         }
         #expect(try await keel(["queues", "pause", "email"]).stdout == "paused email\n")
         let list = try await keel(["queues", "list"])
-        #expect(list.stdout.hasPrefix("email\tpaused\tscheduled=0 available=0 running=0"))
+        #expect(list.stdout.hasPrefix("email\tpaused\tpending=0 scheduled=0 available=0 running=0"))
         #expect(try await keel(["queues", "resume", "email"]).stdout == "resumed email\n")
 
         let unknown = try await keel(["jobs", "enqueue", "no.such.task"])

@@ -38,14 +38,16 @@ import Testing
             try await store.execute("CREATE TABLE pair (name TEXT PRIMARY KEY, n INTEGER NOT NULL)")
             try await store.execute("INSERT INTO pair (name, n) VALUES ('a', 0), ('b', 0)")
             let runs = RunCounter()
-            let orders = [("a", "b"), ("b", "a")]
+            let firstUpdates = RunCounter()
             try await withThrowingTaskGroup(of: Void.self) { group in
-                for (first, second) in orders {
+                for (first, second) in [("a", "b"), ("b", "a")] {
                     group.addTask {
                         try await store.transaction { tx in
                             runs.count.withLock { $0 += 1 }
                             try await tx.execute("UPDATE pair SET n = n + 1 WHERE name = \(first)")
-                            try await Task.sleep(for: .milliseconds(300))
+                            // Both hold their first row before either asks for its second: a certain deadlock.
+                            firstUpdates.count.withLock { $0 += 1 }
+                            while firstUpdates.count.withLock({ $0 }) < 2 { try await Task.sleep(for: .milliseconds(5)) }
                             try await tx.execute("UPDATE pair SET n = n + 1 WHERE name = \(second)")
                         }
                     }
