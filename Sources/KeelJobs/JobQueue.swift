@@ -29,7 +29,12 @@ public final class JobQueue: Sendable {
     let tasks: JobRegistry
     let limits: JobLimits
     let wake = WakeSignal()
-    let rateLimits = Mutex(RateLimitCache())
+    let limitsCache = Mutex(QueueLimitsCache())
+    let metrics = MetricHandles()
+    /// Successes of plain jobs, written together.
+    let completions = WriteBatcher<(claim: Claim, result: String), Bool>(maxBatch: 500)
+    /// Single jobs needing no checks, inserted together.
+    let inserts = WriteBatcher<PreparedJob, Void>(maxBatch: 200)
     let logger = Logger(label: "keel.jobs")
 
     static let defaultQueue = "default"
@@ -53,8 +58,21 @@ public final class JobQueue: Sendable {
     /// enqueued within its window is not created again: the outcome names the existing job.
     public func enqueue(_ jobs: [NewJob]) async throws -> [EnqueueOutcome] {
         let prepared = try await prepare(jobs)
-        let outcomes = try await store.transaction { tx in try await self.insert(prepared, in: tx) }
+        let maxLengths = try await queueLimits().maxLengths
+        // The common case, one job with no unique key into a queue without a max length, is one statement.
+        if prepared.count == 1, prepared[0].job.uniqueKey == nil, maxLengths[prepared[0].queue] == nil {
+            try await inserts.submit(prepared[0]) { try await self.writeInserts($0) }
+            return try await finishEnqueue([InsertOutcome(id: prepared[0].id, duplicate: false, record: JobRecord(inserting: prepared[0]))], fetch: true)
+        }
+        let outcomes = try await store.transaction { tx in try await self.insert(prepared, maxLengths: maxLengths, in: tx) }
         return try await finishEnqueue(outcomes, fetch: true)
+    }
+
+    /// One job `insert` wrote, or the job that already held its unique key (`duplicate`, no `record`).
+    struct InsertOutcome: Sendable {
+        let id: String
+        let duplicate: Bool
+        let record: JobRecord?
     }
 
     /// A validated job ready to insert.
@@ -64,6 +82,8 @@ public final class JobQueue: Sendable {
         let args: String
         let runAt: Date
         let now: Date
+        var queue: String { job.queue ?? JobQueue.defaultQueue }
+        var initialState: JobState { waitingOn > 0 ? .pending : runAt > now ? .scheduled : .available }
         /// The enqueuer's trace, so the run continues it in whichever process works the job.
         let traceparent: String?
         var workflowID: String? = nil
@@ -76,8 +96,10 @@ public final class JobQueue: Sendable {
         guard !jobs.isEmpty, jobs.count <= limits.maxBatch else {
             throw Problem.validation("A batch holds 1 to \(limits.maxBatch) jobs.", errors: [FieldError(field: "jobs", message: "must hold 1 to \(limits.maxBatch) jobs")])
         }
-        let now = clock.now()
-        let external = try await externalQueues(among: Set(jobs.map { $0.queue ?? Self.defaultQueue }))
+        // As the store keeps it (microseconds), so the record built from these values reads back the same.
+        let now = Date(timeIntervalSince1970: (clock.now().timeIntervalSince1970 * 1_000_000).rounded() / 1_000_000)
+        // Only a task this binary does not know needs its queue to be external.
+        let external = try await externalQueues(among: Set(jobs.filter { !tasks.knows($0.task) }.map { $0.queue ?? Self.defaultQueue }))
         let traceparent = TracePropagation.headers().first { $0.name == "traceparent" }?.value
         var errors: [FieldError] = []
         var rows: [PreparedJob] = []
@@ -96,41 +118,58 @@ public final class JobQueue: Sendable {
         return rows
     }
 
-    /// Inserts prepared jobs inside the caller's transaction (the scheduler enqueues with its fire record).
-    func insert(_ prepared: [PreparedJob], in tx: any StoreTransaction) async throws -> [(id: String, duplicate: Bool)] {
-        try await Self.checkMaxLength(prepared.map { $0.job.queue ?? Self.defaultQueue }, in: tx)
-        var outcomes: [(id: String, duplicate: Bool)] = []
+    /// Inserts prepared jobs inside the caller's transaction (the scheduler enqueues with its fire record). PostgreSQL
+    /// wakes other processes' workers at commit through a trigger on the table.
+    /// - Parameter maxLengths: ``queueLimits()``, read before the transaction (a read inside it would wait for a
+    ///   second connection while holding one).
+    func insert(_ prepared: [PreparedJob], maxLengths: [String: Int], in tx: any StoreTransaction) async throws -> [InsertOutcome] {
+        try await Self.checkMaxLength(prepared.map(\.queue), maxLengths: maxLengths, in: tx)
+        var outcomes: [InsertOutcome] = []
         for row in prepared {
-            let job = row.job
-            let now = row.now
-            if let key = job.uniqueKey {
-                let until = now.addingTimeInterval(TimeInterval(job.uniqueForSeconds ?? Self.defaultUniqueSeconds))
+            if let key = row.job.uniqueKey {
+                let until = row.now.addingTimeInterval(TimeInterval(row.job.uniqueForSeconds ?? Self.defaultUniqueSeconds))
                 let won = try await tx.execute("""
                     INSERT INTO keel_job_unique_keys (key, job_id, until) VALUES (\(key), \(row.id), \(until))
-                    ON CONFLICT (key) DO UPDATE SET job_id = excluded.job_id, until = excluded.until WHERE keel_job_unique_keys.until <= \(now)
+                    ON CONFLICT (key) DO UPDATE SET job_id = excluded.job_id, until = excluded.until WHERE keel_job_unique_keys.until <= \(row.now)
                     RETURNING job_id
                     """)
                 if won.isEmpty {
                     let holder = try await tx.query("SELECT job_id FROM keel_job_unique_keys WHERE key = \(key)")
-                    outcomes.append((try holder.first?.string("job_id") ?? row.id, true))
+                    outcomes.append(InsertOutcome(id: try holder.first?.string("job_id") ?? row.id, duplicate: true, record: nil))
                     continue
                 }
             }
-            let state: JobState = row.waitingOn > 0 ? .pending : row.runAt > now ? .scheduled : .available
-            try await tx.execute("""
-                INSERT INTO keel_jobs (id, queue, task, args, priority, state, run_at, attempt, max_attempts, backoff_seconds, timeout_seconds,
-                                       unique_key, tags, result, errors, progress_percent, progress_message, cancel_requested, created_at, expires_at,
-                                       traceparent, workflow_id, waiting_on)
-                VALUES (\(row.id), \(job.queue ?? Self.defaultQueue), \(job.task), \(row.args), \(job.priority ?? 0), \(state.rawValue), \(row.runAt), \(0),
-                        \(job.maxAttempts ?? Self.defaultMaxAttempts), \(job.backoffSeconds), \(job.timeoutSeconds ?? Self.defaultTimeoutSeconds),
-                        \(job.uniqueKey), \(Self.encodeJSON(job.tags ?? [])), \(Optional<String>.none), \("[]"), \(Optional<Int>.none),
-                        \(Optional<String>.none), \(false), \(now), \(job.ttlSeconds.map { row.runAt.addingTimeInterval(TimeInterval($0)) }),
-                        \(row.traceparent), \(row.workflowID), \(row.waitingOn))
-                """)
-            outcomes.append((row.id, false))
+            try await tx.execute(insertStatement([row]))
+            outcomes.append(InsertOutcome(id: row.id, duplicate: false, record: JobRecord(inserting: row)))
         }
-        if outcomes.contains(where: { !$0.duplicate }) { try await notifyWorkers(in: tx) }
         return outcomes
+    }
+
+    /// One statement for all `rows`.
+    func insertStatement(_ rows: [PreparedJob]) -> SQLQuery {
+        var query: SQLQuery = """
+            INSERT INTO keel_jobs (id, queue, task, args, priority, state, run_at, attempt, max_attempts, backoff_seconds, timeout_seconds,
+                                   unique_key, tags, result, errors, progress_percent, progress_message, cancel_requested, created_at, expires_at,
+                                   traceparent, workflow_id, waiting_on)
+            VALUES
+            """
+        for (index, row) in rows.enumerated() {
+            let job = row.job
+            query.append(index == 0 ? " " : ", ")
+            query.append("""
+                (\(row.id), \(row.queue), \(job.task), \(row.args), \(job.priority ?? 0), \(row.initialState.rawValue), \(row.runAt), \(0),
+                 \(job.maxAttempts ?? Self.defaultMaxAttempts), \(job.backoffSeconds), \(job.timeoutSeconds ?? Self.defaultTimeoutSeconds),
+                 \(job.uniqueKey), \(job.tags.map { Self.encodeJSON($0) } ?? "[]"), \(Optional<String>.none), \("[]"), \(Optional<Int>.none),
+                 \(Optional<String>.none), \(false), \(row.now), \(job.ttlSeconds.map { row.runAt.addingTimeInterval(TimeInterval($0)) }),
+                 \(row.traceparent), \(row.workflowID), \(row.waitingOn))
+                """)
+        }
+        return query
+    }
+
+    func writeInserts(_ rows: [PreparedJob]) async throws -> [Void] {
+        try await store.execute(insertStatement(rows))
+        return rows.map { _ in () }
     }
 
     /// Channel on which PostgreSQL wakes idle workers of other processes when jobs arrive.
@@ -148,25 +187,29 @@ public final class JobQueue: Sendable {
         _ = try await tx.query("SELECT pg_notify(\(Self.notificationChannel), '')")
     }
 
-    /// After the commit: metrics, a wake-up for idle workers, and (when `fetch`) the jobs as they now stand.
+    /// After the commit: metrics, a wake-up for this process's idle workers, and (when `fetch`) the jobs as they now
+    /// stand (read back only for duplicates, whose job another enqueue made).
     @discardableResult
-    func finishEnqueue(_ outcomes: [(id: String, duplicate: Bool)], fetch: Bool) async throws -> [EnqueueOutcome] {
+    func finishEnqueue(_ outcomes: [InsertOutcome], fetch: Bool) async throws -> [EnqueueOutcome] {
         let created = outcomes.filter { !$0.duplicate }.count
         if created > 0 {
-            Counter(label: "keel_jobs_enqueued_total").increment(by: created)
+            metrics.counter("keel_jobs_enqueued_total").increment(by: created)
             wake.signal()
         }
         var result: [EnqueueOutcome] = []
         for outcome in outcomes where fetch {
-            result.append(EnqueueOutcome(job: try await job(id: outcome.id), duplicate: outcome.duplicate))
+            let record: JobRecord
+            if let inserted = outcome.record { record = inserted } else { record = try await job(id: outcome.id) }
+            result.append(EnqueueOutcome(job: record, duplicate: outcome.duplicate))
         }
         return result
     }
 
-    /// Refuses the batch with 429 when it would push a queue past its `max_length` of waiting jobs.
-    static func checkMaxLength(_ queues: [String], in tx: any StoreTransaction) async throws {
+    /// Refuses the batch with 429 when it would push a queue past its `max_length` of waiting jobs (limits as this
+    /// process last read them, at most a second ago).
+    static func checkMaxLength(_ queues: [String], maxLengths: [String: Int], in tx: any StoreTransaction) async throws {
         for (name, adding) in Dictionary(queues.map { ($0, 1) }, uniquingKeysWith: +) {
-            guard let limit = try await tx.query("SELECT max_length FROM keel_queues WHERE name = \(name)").first?.optionalInt("max_length") else { continue }
+            guard let limit = maxLengths[name] else { continue }
             let waiting = try await tx.query("""
                 SELECT COUNT(*) AS n FROM keel_jobs WHERE queue = \(name) AND state IN ('available', 'scheduled', 'retrying')
                 """).first?.int("n") ?? 0
@@ -317,8 +360,16 @@ public final class JobQueue: Sendable {
             guard claims.count < limit else { break }
             claims += try await claimRateLimited(rateLimit, limit: limit - claims.count, lease: lease, tasks: tasks)
         }
-        if claims.count < limit {
-            let rows = try await store.execute(claimStatement(queue: queue == Self.anyQueue ? nil : queue, limit: limit - claims.count, lease: lease, tasks: tasks))
+        let named = queue == Self.anyQueue ? nil : queue
+        // SQLite has one writer, which enqueues need too: look on a reader first, and take the writer only for work.
+        var worthClaiming = claims.count < limit
+        if worthClaiming, store.dialect == .sqlite {
+            var probe = claimCandidates(queue: named, now: now, tasks: tasks, underRateLimit: false)
+            probe.append(" LIMIT 1")
+            worthClaiming = !(try await store.query(probe).isEmpty)
+        }
+        if worthClaiming {
+            let rows = try await store.execute(claimStatement(queue: named, limit: limit - claims.count, lease: lease, tasks: tasks))
             claims += try rows.map { Claim(job: try JobRecord(row: $0), leaseToken: lease.token, traceparent: try $0.optionalString("traceparent")) }
         }
         return claims.sorted { ($0.job.priority, $1.job.id) > ($1.job.priority, $0.job.id) }
@@ -335,13 +386,24 @@ public final class JobQueue: Sendable {
     /// The claim as one statement: from `queue` (or any queue), never a paused one, and a rate-limited one only
     /// `underRateLimit` (under its lock, after counting).
     func claimStatement(queue: String?, limit: Int, lease: Lease, tasks: [String]?, underRateLimit: Bool = false) -> SQLQuery {
-        let now = lease.claimedAt
-        let expires = now.addingTimeInterval(TimeInterval(lease.seconds))
+        let expires = lease.claimedAt.addingTimeInterval(TimeInterval(lease.seconds))
         var query: SQLQuery = """
             UPDATE keel_jobs SET state = 'running', attempt = attempt + 1, worker_id = \(lease.workerID), lease_token = \(lease.token),
-                lease_expires_at = \(expires), started_at = \(now), progress_percent = NULL, progress_message = NULL
-            WHERE id IN (SELECT id FROM keel_jobs WHERE state IN ('available', 'scheduled', 'retrying') AND run_at <= \(now)
-                         AND (expires_at IS NULL OR expires_at > \(now))
+                lease_expires_at = \(expires), started_at = \(lease.claimedAt), progress_percent = NULL, progress_message = NULL
+            WHERE id IN (
+            """
+        query.append(claimCandidates(queue: queue, now: lease.claimedAt, tasks: tasks, underRateLimit: underRateLimit))
+        query.append(" ORDER BY priority DESC, run_at, id LIMIT \(limit)")
+        query.append(store.dialect == .postgres ? " FOR UPDATE SKIP LOCKED)" : ")")
+        query.append(" RETURNING \(unsafeRaw: JobRecord.columns), traceparent")
+        return query
+    }
+
+    /// The jobs a claim may take, as `SELECT id FROM keel_jobs WHERE …`.
+    func claimCandidates(queue: String?, now: Date, tasks: [String]?, underRateLimit: Bool) -> SQLQuery {
+        var query: SQLQuery = """
+            SELECT id FROM keel_jobs WHERE state IN ('available', 'scheduled', 'retrying') AND run_at <= \(now)
+                AND (expires_at IS NULL OR expires_at > \(now))
             """
         if let queue { query.append(" AND queue = \(queue)") }
         query.append(underRateLimit
@@ -352,34 +414,32 @@ public final class JobQueue: Sendable {
             for (index, task) in tasks.enumerated() { query.append(index == 0 ? "\(task)" : ", \(task)") }
             query.append(")")
         }
-        query.append(" ORDER BY priority DESC, run_at, id LIMIT \(limit)")
-        query.append(store.dialect == .postgres ? " FOR UPDATE SKIP LOCKED)" : ")")
-        query.append(" RETURNING \(unsafeRaw: JobRecord.columns), traceparent")
         return query
     }
 
-    /// Records success; `false` when the lease was lost (the job was rescued or cancelled meanwhile). A workflow
-    /// step releases the steps waiting for it in the same transaction.
+    /// Records success; `false` when the lease was lost (the job was rescued or cancelled meanwhile). Plain jobs are
+    /// written in batches with other completions; a workflow step releases the steps waiting for it in the same
+    /// transaction.
     @discardableResult
     func complete(_ claim: Claim, result: JSONValue) async throws -> Bool {
-        let now = clock.now()
-        let update: SQLQuery = """
-            UPDATE keel_jobs SET state = 'succeeded', result = \(Self.encodeJSON(result)), finished_at = \(now), lease_token = NULL, lease_expires_at = NULL
-            WHERE id = \(claim.job.id) AND lease_token = \(claim.leaseToken) AND state = 'running' RETURNING id
-            """
-        let completed: Bool
-        if let workflowID = claim.job.workflowID {
-            completed = try await store.transaction { tx in
-                try await self.lockWorkflow(workflowID, in: tx)
-                guard !(try await tx.execute(update).isEmpty) else { return false }
-                try await self.workflowStepSucceeded(claim.job, workflowID: workflowID, now: now, in: tx)
-                return true
-            }
-            if completed { wake.signal() }
-        } else {
-            completed = !(try await store.execute(update).isEmpty)
+        guard let workflowID = claim.job.workflowID else {
+            return try await completions.submit((claim, Self.encodeJSON(result))) { try await self.writeCompletions($0) }
         }
-        if completed { record(claim, outcome: "succeeded", now: now) }
+        let now = clock.now()
+        let completed = try await store.transaction { tx in
+            try await self.lockWorkflow(workflowID, in: tx)
+            let updated = try await tx.execute("""
+                UPDATE keel_jobs SET state = 'succeeded', result = \(Self.encodeJSON(result)), finished_at = \(now), lease_token = NULL, lease_expires_at = NULL
+                WHERE id = \(claim.job.id) AND lease_token = \(claim.leaseToken) AND state = 'running' RETURNING id
+                """)
+            guard !updated.isEmpty else { return false }
+            try await self.workflowStepSucceeded(claim.job, workflowID: workflowID, now: now, in: tx)
+            return true
+        }
+        if completed {
+            wake.signal()
+            record(claim, outcome: "succeeded", now: now)
+        }
         return completed
     }
 
@@ -470,7 +530,7 @@ public final class JobQueue: Sendable {
             return expired
         }
         for row in expired {
-            Counter(label: "keel_jobs_finished_total", dimensions: [("queue", try row.string("queue")), ("task", try row.string("task")), ("outcome", "expired")]).increment()
+            metrics.counter("keel_jobs_finished_total", [("queue", try row.string("queue")), ("task", try row.string("task")), ("outcome", "expired")]).increment()
         }
         return expired.count
     }
@@ -497,11 +557,39 @@ public final class JobQueue: Sendable {
         return rescued
     }
 
-    private func record(_ claim: Claim, outcome: String, now: Date) {
+    func record(_ claim: Claim, outcome: String, now: Date) {
         let dimensions = [("queue", claim.job.queue), ("task", claim.job.task)]
-        Counter(label: "keel_jobs_finished_total", dimensions: dimensions + [("outcome", outcome)]).increment()
+        metrics.counter("keel_jobs_finished_total", dimensions + [("outcome", outcome)]).increment()
         if let started = claim.job.startedAt {
-            Timer(label: "keel_job_run_seconds", dimensions: dimensions, preferredDisplayUnit: .seconds).recordInterval(started, now)
+            metrics.timer("keel_job_run_seconds", dimensions).recordInterval(started, now)
+        }
+    }
+}
+
+/// Metric handles made once per label and dimensions: looking one up in the registry for every job costs more than
+/// running a no-op job. Made on first use, after the metrics system is bootstrapped.
+final class MetricHandles: Sendable {
+    private let counters = Mutex<[String: Counter]>([:])
+    private let timers = Mutex<[String: Timer]>([:])
+
+    private static func key(_ label: String, _ dimensions: [(String, String)]) -> String {
+        dimensions.reduce(label) { $0 + "\u{0}" + $1.0 + "=" + $1.1 }
+    }
+
+    func counter(_ label: String, _ dimensions: [(String, String)] = []) -> Counter {
+        Self.cached(counters, Self.key(label, dimensions)) { Counter(label: label, dimensions: dimensions) }
+    }
+
+    func timer(_ label: String, _ dimensions: [(String, String)]) -> Timer {
+        Self.cached(timers, Self.key(label, dimensions)) { Timer(label: label, dimensions: dimensions, preferredDisplayUnit: .seconds) }
+    }
+
+    private static func cached<Handle>(_ cache: borrowing Mutex<[String: Handle]>, _ key: String, make: () -> Handle) -> Handle {
+        cache.withLock { handles in
+            if let handle = handles[key] { return handle }
+            let handle = make()
+            handles[key] = handle
+            return handle
         }
     }
 }
@@ -562,6 +650,29 @@ final class WakeSignal: Sendable {
                 return nil
             }
             waiter?.resume()
+        }
+    }
+}
+
+extension JobQueue {
+    /// Marks the batch's jobs succeeded where their lease still holds; answers, per job, whether it did.
+    func writeCompletions(_ batch: [(claim: Claim, result: String)]) async throws -> [Bool] {
+        let now = clock.now()
+        var query: SQLQuery = "WITH done(id, token, result) AS (VALUES "
+        for (index, completion) in batch.enumerated() {
+            query.append(index == 0 ? "(" : ", (")
+            query.append("\(completion.claim.job.id), \(completion.claim.leaseToken), \(completion.result))")
+        }
+        query.append("""
+            ) UPDATE keel_jobs SET state = 'succeeded', result = done.result, finished_at = \(now), lease_token = NULL, lease_expires_at = NULL
+            FROM done WHERE keel_jobs.id = done.id AND keel_jobs.lease_token = done.token AND keel_jobs.state = 'running'
+            RETURNING keel_jobs.id
+            """)
+        let completed = Set(try await store.execute(query).map { try $0.string("id") })
+        return batch.map { completion in
+            let held = completed.contains(completion.claim.job.id)
+            if held { record(completion.claim, outcome: "succeeded", now: now) }
+            return held
         }
     }
 }

@@ -222,6 +222,30 @@ struct TestFailure: Error, CustomStringConvertible {
         }
     }
 
+    /// What enqueue answers is built without reading the job back; it must be exactly what a read gives.
+    @Test(arguments: StoreKind.allCases)
+    func theEnqueuedRecordIsWhatTheStoreHolds(_ kind: StoreKind) async throws {
+        try await withQueue(kind) { queue in
+            let jobs = [
+                NewJob(queue: "reports", task: "echo", args: .object(["n": .number(3), "note": .string("ü")]), priority: 7, delaySeconds: 1.2345,
+                       maxAttempts: 3, backoffSeconds: 4, timeoutSeconds: 60, tags: ["a", "b"], ttlSeconds: 90),
+                NewJob(task: "echo", uniqueKey: "k-1"),
+            ]
+            // As the API shows them (timestamps in milliseconds).
+            func json(_ job: JobRecord) throws -> String { String(decoding: try JSONEncoder.keel().encode(job), as: UTF8.self) }
+            for job in jobs {
+                let answered = try await queue.enqueue([job])[0].job
+                let stored = try await queue.job(id: answered.id)
+                #expect(try json(answered) == json(stored))
+            }
+            let batch = try await queue.enqueue(jobs.map { var job = $0; job.uniqueKey = nil; return job })
+            for outcome in batch {
+                let stored = try await queue.job(id: outcome.job.id)
+                #expect(try json(outcome.job) == json(stored))
+            }
+        }
+    }
+
     /// Two workers with their own view of the queue (as two processes would have) together start at most
     /// `limit` jobs of a rate-limited queue in any window, while other queues run unhindered.
     @Test(arguments: StoreKind.allCases)

@@ -81,6 +81,29 @@ public struct JobRecord: Codable, Sendable, Equatable {
         worker_id, lease_expires_at, expires_at, workflow_id
         """
 
+    /// The job as `insert` writes it, without reading it back.
+    init(inserting row: JobQueue.PreparedJob) {
+        let job = row.job
+        id = row.id
+        queue = row.queue
+        task = job.task
+        args = job.args ?? .object([:])
+        priority = job.priority ?? 0
+        state = row.initialState
+        runAt = row.runAt
+        attempt = 0
+        maxAttempts = job.maxAttempts ?? JobQueue.defaultMaxAttempts
+        backoffSeconds = job.backoffSeconds
+        timeoutSeconds = job.timeoutSeconds ?? JobQueue.defaultTimeoutSeconds
+        uniqueKey = job.uniqueKey
+        tags = job.tags ?? []
+        errors = []
+        cancelRequested = false
+        createdAt = row.now
+        expiresAt = job.ttlSeconds.map { row.runAt.addingTimeInterval(TimeInterval($0)) }
+        workflowID = row.workflowID
+    }
+
     init(row: SQLRow) throws {
         func json<T: Decodable>(_ type: T.Type, _ text: String, column: String) throws -> T {
             do { return try JSONDecoder.keel().decode(type, from: Data(text.utf8)) } catch {

@@ -94,7 +94,7 @@ extension JobQueue {
                 VALUES (\(name), \(paused), \(maxLength), \(external), \(rateLimit?.limit), \(rateLimit?.perSeconds), \(self.clock.now()))
                 """)
         }
-        forgetRateLimits()
+        forgetQueueLimits()
         if !paused { await wakeWorkers() }
         return try await queue(named: name)
     }

@@ -11,14 +11,14 @@ struct JobRoutes {
     func register(on routes: inout RouteRegistrar) {
         let (queue, limits) = (self.queue, self.limits)
         routes.add(.post, "/api/v1/jobs", access: .permission("jobs:write")) { request, _ in
-            let body = try await request.decodeJSON(JSONValue.self, limits: limits)
-            if case .object(let members) = body, let batch = members["jobs"] {
-                let jobs = try Self.decode([NewJob].self, from: batch, field: "jobs")
+            switch try await request.decodeJSON(EnqueueBody.self, limits: limits) {
+            case .batch(let jobs):
                 return try .json(["items": try await queue.enqueue(jobs)], status: .created)
+            case .one(let job):
+                let outcome = try await queue.enqueue([job])[0]
+                // An existing job holding the unique key is answered, not created again.
+                return try .json(outcome.job, status: outcome.duplicate ? .ok : .created)
             }
-            let outcome = try await queue.enqueue([try Self.decode(NewJob.self, from: body, field: "")])[0]
-            // An existing job holding the unique key is answered, not created again.
-            return try .json(outcome.job, status: outcome.duplicate ? .ok : .created)
         }
         routes.add(.get, "/api/v1/jobs", access: .permission("jobs:read")) { request, _ in
             let parameters = request.uri.queryParameters
@@ -138,6 +138,22 @@ struct JobRoutes {
             var fieldError = FieldError(error)
             if !field.isEmpty { fieldError.field = fieldError.field.isEmpty ? field : field + (fieldError.field.hasPrefix("[") ? "" : ".") + fieldError.field }
             throw Problem.validation("The body does not match the expected shape.", errors: [fieldError])
+        }
+    }
+}
+
+/// `POST /api/v1/jobs`: one job, or `{"jobs": [...]}`.
+enum EnqueueBody: Decodable {
+    case one(NewJob)
+    case batch([NewJob])
+
+    private enum Keys: String, CodingKey { case jobs }
+
+    init(from decoder: any Decoder) throws {
+        if let container = try? decoder.container(keyedBy: Keys.self), container.contains(.jobs) {
+            self = .batch(try container.decode([NewJob].self, forKey: .jobs))
+        } else {
+            self = .one(try NewJob(from: decoder))
         }
     }
 }

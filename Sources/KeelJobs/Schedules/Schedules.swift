@@ -250,13 +250,14 @@ extension JobQueue {
                 continue
             }
             let prepared = try await prepare([NewJob(queue: schedule.queue, task: schedule.task, args: schedule.args, tags: ["schedule:\(schedule.name)"])])
-            let outcome: [(id: String, duplicate: Bool)]? = try await store.transaction { tx in
+            let maxLengths = try await queueLimits().maxLengths
+            let outcome: [InsertOutcome]? = try await store.transaction { tx in
                 let claimed = try await tx.execute("""
                     INSERT INTO keel_schedule_fires (schedule, fire_at, job_id) VALUES (\(schedule.name), \(fireAt), \(prepared[0].id))
                     ON CONFLICT (schedule, fire_at) DO NOTHING RETURNING job_id
                     """)
                 guard !claimed.isEmpty else { return nil }
-                let outcome = try await self.insert(prepared, in: tx)
+                let outcome = try await self.insert(prepared, maxLengths: maxLengths, in: tx)
                 try await tx.execute("""
                     UPDATE keel_schedules SET next_run_at = \(nextAfter), last_run_at = \(fireAt), last_job_id = \(prepared[0].id)
                     WHERE name = \(schedule.name) AND next_run_at = \(fireAt)

@@ -144,5 +144,18 @@ enum JobMigrations {
         Migration.portable(module: "jobs", version: 10, name: "schedules declared in configuration", statements: [
             "ALTER TABLE keel_schedules ADD COLUMN declared {BOOL} NOT NULL DEFAULT FALSE",
         ]),
+        // Every insert into the jobs table wakes other processes' idle workers at commit (notifications of one
+        // transaction are merged), at no extra round trip for the enqueuer.
+        Migration.portable(module: "jobs", version: 11, name: "wake workers on insert", statements: [], postgresOnly: [
+            """
+            CREATE FUNCTION keel_jobs_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                PERFORM pg_notify('keel_jobs', '');
+                RETURN NULL;
+            END
+            $$
+            """,
+            "CREATE TRIGGER keel_jobs_inserted AFTER INSERT ON keel_jobs FOR EACH STATEMENT EXECUTE FUNCTION keel_jobs_notify()",
+        ]),
     ]
 }

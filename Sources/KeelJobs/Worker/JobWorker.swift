@@ -116,7 +116,7 @@ public final class JobWorker: Service {
             queue.wake.signal()  // a slot is free
         }
         if let startedAt = job.startedAt {
-            Timer(label: "keel_job_wait_seconds", dimensions: [("queue", job.queue)], preferredDisplayUnit: .seconds)
+            queue.metrics.timer("keel_job_wait_seconds", [("queue", job.queue)])
                 .recordInterval(job.attempt == 1 ? job.createdAt : job.runAt, startedAt)
         }
         let watchdog = Task {

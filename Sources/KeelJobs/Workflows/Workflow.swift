@@ -171,12 +171,13 @@ extension JobQueue {
             job.waitingOn = node.parents.count
             return job
         }
+        let maxLengths = try await queueLimits().maxLengths
         try await store.transaction { tx in
             try await tx.execute("""
                 INSERT INTO keel_workflows (id, name, state, remaining, failed_job_id, created_at, finished_at)
                 VALUES (\(id), \(definition.name), 'running', \(nodes.count), \(Optional<String>.none), \(now), \(Optional<Date>.none))
                 """)
-            _ = try await self.insert(prepared, in: tx)
+            _ = try await self.insert(prepared, maxLengths: maxLengths, in: tx)
             for (child, node) in nodes.enumerated() {
                 for (position, parent) in node.parents.enumerated() {
                     try await tx.execute("""
@@ -185,7 +186,7 @@ extension JobQueue {
                 }
             }
         }
-        try await finishEnqueue(prepared.map { ($0.id, false) }, fetch: false)
+        try await finishEnqueue(prepared.map { InsertOutcome(id: $0.id, duplicate: false, record: nil) }, fetch: false)
         return try await workflow(id: id)
     }
 

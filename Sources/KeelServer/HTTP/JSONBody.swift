@@ -28,11 +28,6 @@ extension Request {
             throw Problem.contentTooLarge(limit: limits.maxBodyBytes)
         }
         let data = Data(buffer: buffer)
-        do {
-            _ = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])
-        } catch {
-            throw Problem.malformedJSON("The body is not valid JSON.")
-        }
         if data.containsEscapedNUL {
             throw Problem.validation("Text in the body must not contain NUL characters.",
                                      errors: [FieldError(field: "", message: "must not contain \\u0000")])
@@ -40,6 +35,10 @@ extension Request {
         do {
             return try JSONDecoder.keel().decode(Value.self, from: data)
         } catch let error as DecodingError {
+            // Parsed once on the way in; only a body that did not decode is parsed again, to tell bad JSON from a bad shape.
+            if (try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])) == nil {
+                throw Problem.malformedJSON("The body is not valid JSON.")
+            }
             throw Problem.validation("The body does not match the expected shape.", errors: [FieldError(error)])
         }
     }

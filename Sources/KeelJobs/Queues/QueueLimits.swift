@@ -19,29 +19,45 @@ public struct QueueRateLimit: Codable, Sendable, Equatable {
     }
 }
 
-/// What this process knows about rate-limited queues: their limits (re-read at most once a second, so a change made
-/// through another replica applies within a second) and when the next start becomes allowed.
-struct RateLimitCache {
-    var limits: [(queue: String, limit: QueueRateLimit)] = []
+/// What this process knows about queue limits: rate limits and max lengths (re-read at most once a second, so a change
+/// made through another replica applies within a second), and when the next rate-limited start becomes allowed.
+struct QueueLimitsCache {
+    var rateLimits: [(queue: String, limit: QueueRateLimit)] = []
+    var maxLengths: [String: Int] = [:]
     var fetchedAt: ContinuousClock.Instant?
     var nextSlot: Date?
 }
 
 extension JobQueue {
-    static let rateLimitRefresh: Duration = .seconds(1)
+    static let queueLimitsRefresh: Duration = .seconds(1)
 
-    func rateLimitedQueues() async throws -> [(queue: String, limit: QueueRateLimit)] {
-        let cached = rateLimits.withLock { cache in cache.fetchedAt.map { ContinuousClock.now - $0 < Self.rateLimitRefresh } == true ? cache.limits : nil }
-        if let cached { return cached }
-        let limits = try await store.query("SELECT name, rate_limit, rate_per_seconds FROM keel_queues WHERE rate_limit IS NOT NULL ORDER BY name").map {
-            (queue: try $0.string("name"), limit: QueueRateLimit(limit: try $0.int("rate_limit"), perSeconds: try $0.int("rate_per_seconds")))
+    /// The queues with a rate limit or a max length.
+    func queueLimits() async throws -> (rateLimits: [(queue: String, limit: QueueRateLimit)], maxLengths: [String: Int]) {
+        let cached = limitsCache.withLock { cache in
+            cache.fetchedAt.map { ContinuousClock.now - $0 < Self.queueLimitsRefresh } == true ? (cache.rateLimits, cache.maxLengths) : nil
         }
-        rateLimits.withLock { $0.limits = limits; $0.fetchedAt = .now }
-        return limits
+        if let cached { return cached }
+        var rateLimits: [(queue: String, limit: QueueRateLimit)] = []
+        var maxLengths: [String: Int] = [:]
+        for row in try await store.query("""
+            SELECT name, max_length, rate_limit, rate_per_seconds FROM keel_queues WHERE max_length IS NOT NULL OR rate_limit IS NOT NULL ORDER BY name
+            """) {
+            let name = try row.string("name")
+            if let limit = try row.optionalInt("rate_limit") {
+                rateLimits.append((name, QueueRateLimit(limit: limit, perSeconds: try row.int("rate_per_seconds"))))
+            }
+            if let length = try row.optionalInt("max_length") { maxLengths[name] = length }
+        }
+        limitsCache.withLock { ($0.rateLimits, $0.maxLengths, $0.fetchedAt) = (rateLimits, maxLengths, .now) }
+        return (rateLimits, maxLengths)
     }
 
-    func forgetRateLimits() {
-        rateLimits.withLock { $0.fetchedAt = nil }
+    func rateLimitedQueues() async throws -> [(queue: String, limit: QueueRateLimit)] {
+        try await queueLimits().rateLimits
+    }
+
+    func forgetQueueLimits() {
+        limitsCache.withLock { $0.fetchedAt = nil }
     }
 
     /// Claims from a rate-limited queue under a lock on its row: the starts of the last window are counted from a log
@@ -71,14 +87,14 @@ extension JobQueue {
             let claims = try rows.map { Claim(job: try JobRecord(row: $0), leaseToken: lease.token, traceparent: try $0.optionalString("traceparent")) }
             return (claims, nil)
         }
-        if let nextSlot { rateLimits.withLock { $0.nextSlot = min($0.nextSlot ?? nextSlot, nextSlot) } }
+        if let nextSlot { limitsCache.withLock { $0.nextSlot = min($0.nextSlot ?? nextSlot, nextSlot) } }
         return claims
     }
 
     /// How long an idle worker sleeps: its poll interval, or less when a rate-limited queue allows a start sooner.
     func idleWait(poll: Duration) -> Duration {
         let now = clock.now()
-        let next = rateLimits.withLock { cache -> Date? in
+        let next = limitsCache.withLock { cache -> Date? in
             if let slot = cache.nextSlot, slot <= now { cache.nextSlot = nil }
             return cache.nextSlot
         }
