@@ -30,6 +30,8 @@ let package = Package(
     targets: [
         .target(name: "KeelCore", dependencies: [
             .product(name: "Yams", package: "Yams"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         .target(name: "KeelTelemetry", dependencies: [
             "KeelCore",

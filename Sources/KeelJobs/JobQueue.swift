@@ -602,13 +602,23 @@ extension Timer {
 
 
 /// Wakes idle claim loops in this process when work arrives, so idle workers sleep instead of polling.
+/// Timeouts share one timer task: a sleeping task per wait, cancelled when work arrives, would stay allocated
+/// until its deadline, and busy workers wait thousands of times a second.
 final class WakeSignal: Sendable {
+    private struct Waiter {
+        let deadline: ContinuousClock.Instant
+        let continuation: CheckedContinuation<Void, Never>
+    }
+
     private struct State {
         var generation: UInt64 = 0
         var nextWaiter = 0
-        var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
-        /// Waiters that timed out before they registered.
-        var abandoned: Set<Int> = []
+        var waiters: [Int: Waiter] = [:]
+        /// Waiters cancelled before they registered.
+        var cancelled: Set<Int> = []
+        /// When the current timer task wakes next (`nil`: none runs), and which one is current.
+        var timerWakesAt: ContinuousClock.Instant?
+        var timer = 0
     }
 
     private let state = Mutex(State())
@@ -619,37 +629,60 @@ final class WakeSignal: Sendable {
             defer { state.waiters = [:] }
             return Array(state.waiters.values)
         }
-        for waiter in waiters { waiter.resume() }
+        for waiter in waiters { waiter.continuation.resume() }
     }
 
     var current: UInt64 { state.withLock { $0.generation } }
 
-    /// Returns when `signal()` was called after `seen` was read, or after `timeout`.
+    /// Returns when `signal()` was called after `seen` was read, after `timeout`, or when the task is cancelled.
     func wait(after seen: UInt64, timeout: Duration) async {
+        let deadline = ContinuousClock.now + timeout
         let id = state.withLock { state in
             state.nextWaiter += 1
             return state.nextWaiter
         }
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { try? await Task.sleep(for: timeout) }
-            group.addTask {
-                await withCheckedContinuation { continuation in
-                    let resumeNow = self.state.withLock { state -> Bool in
-                        if state.generation != seen || state.abandoned.remove(id) != nil { return true }
-                        state.waiters[id] = continuation
-                        return false
-                    }
-                    if resumeNow { continuation.resume() }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let (resumeNow, newTimer) = state.withLock { state -> (Bool, Int?) in
+                    if state.generation != seen || state.cancelled.remove(id) != nil { return (true, nil) }
+                    state.waiters[id] = Waiter(deadline: deadline, continuation: continuation)
+                    // Timeouts differ (rate limits, HTTP claims): a deadline before the timer's takes a new timer.
+                    guard state.timerWakesAt.map({ deadline < $0 }) ?? true else { return (false, nil) }
+                    state.timerWakesAt = deadline
+                    state.timer += 1
+                    return (false, state.timer)
                 }
+                if resumeNow { continuation.resume() }
+                if let newTimer { Task { await self.expireWaiters(timer: newTimer, firstWake: deadline) } }
             }
-            await group.next()
-            group.cancelAll()
-            let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+        } onCancel: {
+            let waiter = state.withLock { state -> Waiter? in
                 if let waiter = state.waiters.removeValue(forKey: id) { return waiter }
-                if state.generation == seen { state.abandoned.insert(id) }
+                state.cancelled.insert(id)
                 return nil
             }
-            waiter?.resume()
+            waiter?.continuation.resume()
+        }
+        state.withLock { _ = $0.cancelled.remove(id) }
+    }
+
+    /// Resumes waiters whose deadline passed, sleeping until the earliest one; ends when none are left or a newer
+    /// timer (for an earlier deadline) took over.
+    private func expireWaiters(timer: Int, firstWake: ContinuousClock.Instant) async {
+        var wake = firstWake
+        while true {
+            try? await Task.sleep(until: wake, clock: .continuous)
+            let now = ContinuousClock.now
+            let (expired, next) = state.withLock { state -> ([Waiter], ContinuousClock.Instant?) in
+                guard state.timer == timer else { return ([], nil) }
+                let expired = state.waiters.filter { $0.value.deadline <= now }
+                for id in expired.keys { state.waiters.removeValue(forKey: id) }
+                state.timerWakesAt = state.waiters.values.map(\.deadline).min()
+                return (Array(expired.values), state.timerWakesAt)
+            }
+            for waiter in expired { waiter.continuation.resume() }
+            guard let next else { return }
+            wake = next
         }
     }
 }

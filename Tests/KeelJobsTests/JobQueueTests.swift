@@ -222,6 +222,25 @@ struct TestFailure: Error, CustomStringConvertible {
         }
     }
 
+    /// A worker's `*` slots hold for jobs of every queue together.
+    @Test func anyQueueConcurrencyIsALimit() async throws {
+        try await withQueue(.sqlite) { queue in
+            _ = try await queue.enqueue((0..<6).map { NewJob(queue: $0 % 2 == 0 ? "a" : "b", task: "sleep", args: .object(["n": .number(1)])) })
+            let worker = JobWorker(queue: queue, concurrency: [JobQueue.anyQueue: 2], idlePoll: .milliseconds(50))
+            var busiest = 0
+            try await whileWorking(worker) {
+                var filter = JobQueue.Filter()
+                filter.state = .running
+                let done = try await eventually {
+                    busiest = max(busiest, try await queue.list(filter, limit: 10, after: nil).items.count)
+                    return try await queue.list(JobQueue.Filter(), limit: 10, after: nil).items.allSatisfy { $0.state == .succeeded }
+                }
+                #expect(done)
+            }
+            #expect(busiest == 2)
+        }
+    }
+
     /// What enqueue answers is built without reading the job back; it must be exactly what a read gives.
     @Test(arguments: StoreKind.allCases)
     func theEnqueuedRecordIsWhatTheStoreHolds(_ kind: StoreKind) async throws {

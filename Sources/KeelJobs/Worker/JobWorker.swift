@@ -49,6 +49,7 @@ public final class JobWorker: Service {
                 group.addTask { await cancelWhenGracefulShutdown { await self.claimLoop(queue: name, slots: slots) } }
             }
             group.addTask { await cancelWhenGracefulShutdown { await self.leaseLoop() } }
+            group.addTask { await cancelWhenGracefulShutdown { await self.timeoutLoop() } }
             await group.waitForAll()
         }
         await drain()
@@ -56,15 +57,16 @@ public final class JobWorker: Service {
         logger.info("worker stopped", metadata: ["worker_id": .string(id)])
     }
 
-    private func runningCount(queue name: String) -> Int {
-        running.withLock { $0.values.filter { $0.claim.job.queue == name }.count }
+    /// Jobs running in the slots of `slot` (a queue name, or ``JobQueue/anyQueue``).
+    private func runningCount(slot: String) -> Int {
+        running.withLock { $0.values.filter { $0.slot == slot }.count }
     }
 
     private func claimLoop(queue name: String, slots: Int) async {
         var failures = 0
         while !Task.isCancelled {
             let seen = queue.wake.current
-            let free = slots - runningCount(queue: name)
+            let free = slots - runningCount(slot: name)
             var claimed: [JobQueue.Claim] = []
             if free > 0 {
                 do {
@@ -77,13 +79,13 @@ public final class JobWorker: Service {
                     continue
                 }
             }
-            for claim in claimed { start(claim) }
+            for claim in claimed { start(claim, slot: name) }
             // A full batch means more may be waiting; otherwise sleep until work or a free slot appears.
             if claimed.isEmpty || claimed.count < free { await queue.wake.wait(after: seen, timeout: queue.idleWait(poll: idlePoll)) }
         }
     }
 
-    private func start(_ claim: JobQueue.Claim) {
+    private func start(_ claim: JobQueue.Claim, slot: String) {
         let job = claim.job
         guard let entry = queue.tasks.entry(job.task) else {
             Task { _ = try? await queue.fail(claim, error: "no handler for task \(job.task) in this worker", permanent: true, workerID: id) }
@@ -96,7 +98,7 @@ public final class JobWorker: Service {
         // bookkeeping below free to write the outcome to the store.
         // The run continues the enqueuer's trace, even when another process enqueued the job.
         let parent = claim.traceparent.map { TracePropagation.context(from: ["traceparent": $0]) } ?? .topLevel
-        let run = RunningJob(claim: claim, handler: Task {
+        let run = RunningJob(claim: claim, slot: slot, deadline: .now + .seconds(job.timeoutSeconds), handler: Task {
             try await withSpan("job \(job.task)", context: parent, ofKind: .consumer) { span in
                 span.attributes["keel.job.id"] = job.id
                 span.attributes["keel.job.queue"] = job.queue
@@ -119,11 +121,6 @@ public final class JobWorker: Service {
             queue.metrics.timer("keel_job_wait_seconds", [("queue", job.queue)])
                 .recordInterval(job.attempt == 1 ? job.createdAt : job.runAt, startedAt)
         }
-        let watchdog = Task {
-            try await Task.sleep(for: .seconds(job.timeoutSeconds))
-            run.stop(.timedOut)
-        }
-        defer { watchdog.cancel() }
         do {
             let result = try await run.handler.value
             _ = try await queue.complete(claim, result: result)
@@ -138,6 +135,18 @@ public final class JobWorker: Service {
             case nil:
                 _ = try? await queue.fail(claim, error: String(describing: error), permanent: error is PermanentJobFailure, workerID: id)
             }
+        }
+    }
+
+    /// Stops handlers that outlive their job's timeout. One loop for all jobs: a sleeping task per job would stay
+    /// allocated until its full timeout even after the job finished (a cancelled sleep keeps its timer).
+    private func timeoutLoop() async {
+        while !Task.isCancelled {
+            let now = ContinuousClock.now
+            let current = running.withLock { Array($0.values) }
+            for run in current where run.deadline <= now { run.stop(.timedOut) }
+            let next = current.map(\.deadline).filter { $0 > now }.min() ?? now + .seconds(1)
+            try? await Task.sleep(until: min(next, now + .seconds(1)), clock: .continuous)
         }
     }
 
@@ -182,11 +191,16 @@ final class RunningJob: Sendable {
     enum StopReason: Sendable { case cancelled, timedOut, shutdown }
 
     let claim: JobQueue.Claim
+    /// The worker slots it occupies: its queue's, or those of ``JobQueue/anyQueue``.
+    let slot: String
+    let deadline: ContinuousClock.Instant
     let handler: Task<JSONValue, any Error>
     private let reason = Mutex<StopReason?>(nil)
 
-    init(claim: JobQueue.Claim, handler: Task<JSONValue, any Error>) {
+    init(claim: JobQueue.Claim, slot: String, deadline: ContinuousClock.Instant, handler: Task<JSONValue, any Error>) {
         self.claim = claim
+        self.slot = slot
+        self.deadline = deadline
         self.handler = handler
     }
 

@@ -34,9 +34,14 @@ public final class PostgresStore: Store {
             configuration = .init(host: url.host, port: url.port, username: url.username, password: url.password?.value,
                                   database: url.database, tls: try Self.tls(url.sslmode ?? tls, caFile: caFile))
         }
+        // A fixed pool without keep-alive queries: postgres-nio arms a timer (idle timeout, keep-alive) each time a
+        // connection goes idle, and a cancelled timer task stays allocated until it would have fired, so at thousands
+        // of queries a second those timers held tens of MB. So the pool opens all its connections at start and keeps
+        // them; a dropped one is replaced.
+        configuration.options.minimumConnections = maximumConnections
         configuration.options.maximumConnections = maximumConnections
+        configuration.options.keepAliveBehavior = nil
         configuration.options.connectTimeout = .seconds(5)
-        configuration.options.keepAliveBehavior = .init(frequency: .seconds(30))
         self.client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         self.location = url.description
         self.maximumConnections = maximumConnections
