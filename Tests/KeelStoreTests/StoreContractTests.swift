@@ -64,6 +64,29 @@ import Testing
         }
     }
 
+    /// A transaction whose task is cancelled half-way is rolled back, and the store goes on committing later writes
+    /// (the rollback must run although its caller was cancelled).
+    @Test(arguments: StoreKind.allCases)
+    func aCancelledTransactionRollsBackAndLaterWritesCommit(kind: StoreKind) async throws {
+        try await withScratchStore(kind) { store in
+            try await store.execute("CREATE TABLE notes (body TEXT NOT NULL)")
+            let started = RunCounter()
+            let abandoned = Task {
+                try await store.transaction { tx in
+                    try await tx.execute("INSERT INTO notes (body) VALUES ('abandoned')")
+                    started.count.withLock { $0 += 1 }
+                    try await Task.sleep(for: .seconds(30))
+                }
+            }
+            while started.count.withLock({ $0 }) == 0 { try await Task.sleep(for: .milliseconds(5)) }
+            abandoned.cancel()
+            _ = try? await abandoned.value
+            try await store.execute("INSERT INTO notes (body) VALUES ('kept')")
+            let notes = try await store.query("SELECT body FROM notes").map { try $0.string("body") }
+            #expect(notes == ["kept"])
+        }
+    }
+
     @Test(arguments: StoreKind.allCases)
     func constraintViolationsAreReportedAsSuch(kind: StoreKind) async throws {
         try await withScratchStore(kind) { store in

@@ -34,11 +34,11 @@ public final class PostgresStore: Store {
             configuration = .init(host: url.host, port: url.port, username: url.username, password: url.password?.value,
                                   database: url.database, tls: try Self.tls(url.sslmode ?? tls, caFile: caFile))
         }
-        // A fixed pool without keep-alive queries: postgres-nio arms a timer (idle timeout, keep-alive) each time a
-        // connection goes idle, and a cancelled timer task stays allocated until it would have fired, so at thousands
-        // of queries a second those timers held tens of MB. So the pool opens all its connections at start and keeps
-        // them; a dropped one is replaced.
-        configuration.options.minimumConnections = maximumConnections
+        // No keep-alive queries: postgres-nio arms a keep-alive timer each time a connection goes idle, and a cancelled
+        // timer task stays allocated until it would have fired (30 s), which at thousands of queries a second held
+        // tens of MB. A connection that died while idle fails its next query and is replaced. (A minimum pool would
+        // avoid the idle-timeout timers too, but postgres-nio 1.x traps when a lease arrives while the minimum is being
+        // re-established after an outage.)
         configuration.options.maximumConnections = maximumConnections
         configuration.options.keepAliveBehavior = nil
         configuration.options.connectTimeout = .seconds(5)

@@ -102,12 +102,21 @@ public final class SQLiteStore: Store {
         // IMMEDIATE takes the file's write lock up front, so another process cannot make this
         // transaction fail half-way with SQLITE_BUSY.
         try await Self.run("BEGIN IMMEDIATE", on: writer)
+        // COMMIT and ROLLBACK run even when the caller was cancelled: the thread pool skips cancelled work, and a
+        // skipped ROLLBACK would leave the writer inside the transaction, so that later writes were never committed.
+        let writer = self.writer
+        func finish(_ statement: SQLQuery) async throws(StoreError) {
+            let outcome = await Task { () async -> Swift.Result<[SQLRow], StoreError> in
+                do throws(StoreError) { return .success(try await Self.run(statement, on: writer)) } catch { return .failure(error) }
+            }.value
+            _ = try outcome.get()
+        }
         do {
             let result = try await body(SQLiteTransaction(connection: writer))
-            try await Self.run("COMMIT", on: writer)
+            try await finish("COMMIT")
             return result
         } catch {
-            do { try await Self.run("ROLLBACK", on: writer) } catch { logger.error("rollback failed", metadata: ["error": "\(error)"]) }
+            do { try await finish("ROLLBACK") } catch { logger.error("rollback failed", metadata: ["error": "\(error)"]) }
             throw error
         }
     }
