@@ -4,7 +4,8 @@ Keel on PostgreSQL (a fresh cluster with fsync and synchronous_commit on): one a
 Keel on SQLite: one `keel up` process. Celery: one worker, prefork concurrency 2, acks_late, Redis broker.
 For each it measures, as medians over the rounds:
   drain      N jobs enqueued while nothing runs them, then started: jobs/s from the first start to the last finish
-  enqueue    one HTTP call per job: wrk with 32 connections, and one sequential client (Celery: one client's delay())
+  enqueue    one HTTP call per job, no worker running: wrk with 32 connections, and one sequential client
+             (Celery: one client calling delay(), no worker running)
   latency    enqueue-to-handler-start p50/p99 for jobs sent one at a time to idle workers
   RSS        worker process resident memory after the drain (Celery: the worker and its pool processes)
 Prints a Markdown report. Usage: python3 bench.py KEEL_BINARY [--jobs N] [--rounds N]
@@ -30,7 +31,7 @@ from bench import free_port, rss_mb, wait_ok  # noqa: E402  (shared with the HTT
 
 ADMIN = {"KEEL_ADMIN_EMAIL": "bench@example.com", "KEEL_ADMIN_PASSWORD": "bench-admin-passphrase-1",
          "KEEL_ACCESS_LOG": "false", "KEEL_LOG_LEVEL": "warning", "KEEL_SECRET_KEY": "bench-secret-key-0123456789abcdef0123"}
-WORKER_CONCURRENCY = 64
+WORKER_CONCURRENCY = 256
 
 
 def launch(command, env=None, cwd=None):
@@ -39,11 +40,14 @@ def launch(command, env=None, cwd=None):
 
 
 def stop(process):
+    if process.poll() is not None:
+        return
     try:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(20)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
+    except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def as_postgres(command):
@@ -192,7 +196,9 @@ def run_keel_postgres(keel, scratch, args, results):
                 results.setdefault("pg drain", []).append(keel_drain(api, "drain", args.jobs, window))
                 results.setdefault("pg rss", []).append(max(rss_mb(w.pid) for w in workers))
                 results.setdefault("pg latency", []).append(keel_latency(api, "latency", 500, started_at))
-                api.call("POST", "/api/v1/queues/enq/pause", b"")
+                # Enqueue alone, as Celery's is measured: no worker running.
+                for worker in workers:
+                    stop(worker)
                 results.setdefault("pg enqueue wrk", []).append(keel_enqueue_wrk(api, "enq", args.duration))
                 results.setdefault("pg enqueue seq", []).append(keel_enqueue_sequential(api, "enq", 3000))
             finally:
@@ -228,7 +234,14 @@ def run_keel_sqlite(keel, scratch, args, results):
             results.setdefault("sqlite drain", []).append(keel_drain(api, "drain", args.jobs, window))
             results.setdefault("sqlite rss", []).append(rss_mb(process.pid))
             results.setdefault("sqlite latency", []).append(keel_latency(api, "latency", 500, started_at))
-            api.call("POST", "/api/v1/queues/enq/pause", b"")
+        finally:
+            stop(process)
+        # Enqueue alone, as Celery's is measured: the same store served by the api role only.
+        port = free_port()
+        process = launch([keel, "serve", "--roles", "api", "--port", str(port), "--data-dir", data_dir], ADMIN)
+        try:
+            wait_ok(f"http://127.0.0.1:{port}/readyz")
+            api = KeelAPI(port)
             results.setdefault("sqlite enqueue wrk", []).append(keel_enqueue_wrk(api, "enq", args.duration))
             results.setdefault("sqlite enqueue seq", []).append(keel_enqueue_sequential(api, "enq", 3000))
         finally:

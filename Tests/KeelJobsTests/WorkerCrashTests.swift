@@ -131,7 +131,7 @@ import Testing
 
                 let finished = try await eventually(timeout: .seconds(90)) { try await succeeded() == 3000 }
                 let count = try await succeeded()
-                #expect(finished, "\(count) of 3000 succeeded")
+                #expect(finished, "\(count) of 3000 succeeded; the worker said: \(worker.stdout.suffix(3000)) \(worker.stderr.suffix(3000))")
                 let states = try await store.query("SELECT state, COUNT(*) AS n, MAX(attempt) AS attempts FROM keel_jobs GROUP BY state")
                 let summary = try states.map { "\(try $0.string("state"))=\(try $0.int("n")) (attempts up to \(try $0.int("attempts")))" }
                 #expect(try states.map { try $0.string("state") } == ["succeeded"], "\(summary)")
