@@ -19,24 +19,35 @@ public struct QueueRateLimit: Codable, Sendable, Equatable {
     }
 }
 
-/// What this process knows about queue limits: rate limits and max lengths (re-read at most once a second, so a change
-/// made through another replica applies within a second), and when the next rate-limited start becomes allowed.
+/// What this process knows about queue limits: rate limits and max lengths (re-read once a second, so a change made
+/// through another replica applies within a second or two), and when the next rate-limited start becomes allowed.
 struct QueueLimitsCache {
     var rateLimits: [(queue: String, limit: QueueRateLimit)] = []
     var maxLengths: [String: Int] = [:]
     var fetchedAt: ContinuousClock.Instant?
+    var refreshing = false
     var nextSlot: Date?
 }
 
 extension JobQueue {
     static let queueLimitsRefresh: Duration = .seconds(1)
 
-    /// The queues with a rate limit or a max length.
+    /// The queues with a rate limit or a max length. A stale answer is returned while it is refreshed in the background,
+    /// so no claim or enqueue waits for the re-read.
     func queueLimits() async throws -> (rateLimits: [(queue: String, limit: QueueRateLimit)], maxLengths: [String: Int]) {
-        let cached = limitsCache.withLock { cache in
-            cache.fetchedAt.map { ContinuousClock.now - $0 < Self.queueLimitsRefresh } == true ? (cache.rateLimits, cache.maxLengths) : nil
+        let (cached, refresh) = limitsCache.withLock { cache -> ((rateLimits: [(queue: String, limit: QueueRateLimit)], maxLengths: [String: Int])?, Bool) in
+            guard let fetchedAt = cache.fetchedAt else { return (nil, false) }
+            let stale = ContinuousClock.now - fetchedAt >= Self.queueLimitsRefresh && !cache.refreshing
+            if stale { cache.refreshing = true }
+            return ((cache.rateLimits, cache.maxLengths), stale)
         }
+        if refresh { Task { _ = try? await self.readQueueLimits() } }
         if let cached { return cached }
+        return try await readQueueLimits()
+    }
+
+    private func readQueueLimits() async throws -> (rateLimits: [(queue: String, limit: QueueRateLimit)], maxLengths: [String: Int]) {
+        defer { limitsCache.withLock { $0.refreshing = false } }
         var rateLimits: [(queue: String, limit: QueueRateLimit)] = []
         var maxLengths: [String: Int] = [:]
         for row in try await store.query("""
