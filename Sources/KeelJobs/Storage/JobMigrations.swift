@@ -157,5 +157,12 @@ enum JobMigrations {
             """,
             "CREATE TRIGGER keel_jobs_inserted AFTER INSERT ON keel_jobs FOR EACH STATEMENT EXECUTE FUNCTION keel_jobs_notify()",
         ]),
+        // Every state change of a job wrote an entry into an index over all states; waiting and running jobs have
+        // partial indexes of their own, so this one only needs the final states (listing by them, pruning).
+        Migration.portable(module: "jobs", version: 12, name: "index final states only", statements: [
+            "DROP INDEX keel_jobs_state",
+            "CREATE INDEX keel_jobs_final ON keel_jobs (state, id) WHERE state IN ('succeeded', 'dead', 'cancelled', 'expired')",
+            "CREATE INDEX keel_jobs_waiting ON keel_jobs (state, id) WHERE state IN ('pending', 'scheduled', 'available', 'retrying')",
+        ]),
     ]
 }
