@@ -157,11 +157,16 @@ enum JobMigrations {
             """,
             "CREATE TRIGGER keel_jobs_inserted AFTER INSERT ON keel_jobs FOR EACH STATEMENT EXECUTE FUNCTION keel_jobs_notify()",
         ]),
-        // Every state change of a job wrote an entry into an index over all states; waiting and running jobs have
-        // partial indexes of their own, so this one only needs the final states (listing by them, pruning).
-        Migration.portable(module: "jobs", version: 12, name: "index final states only", statements: [
+        // Every state change of a job wrote an entry into an index over all states; running jobs have a partial index
+        // of their own, so that one only needs the final and the waiting states. On SQLite the waiting jobs are indexed
+        // in claim order without a queue, which workers of every queue (`*`) walk instead of sorting all waiting jobs.
+        // PostgreSQL keeps the entries of claimed rows in such an index until vacuum, and every claim would walk them.
+        Migration.portable(module: "jobs", version: 12, name: "index final and waiting states apart", statements: [
             "DROP INDEX keel_jobs_state",
             "CREATE INDEX keel_jobs_final ON keel_jobs (state, id) WHERE state IN ('succeeded', 'dead', 'cancelled', 'expired')",
+        ], sqliteOnly: [
+            "CREATE INDEX keel_jobs_claim_any ON keel_jobs (priority DESC, run_at, id) WHERE state IN ('available', 'scheduled', 'retrying')",
+        ], postgresOnly: [
             "CREATE INDEX keel_jobs_waiting ON keel_jobs (state, id) WHERE state IN ('pending', 'scheduled', 'available', 'retrying')",
         ]),
     ]
