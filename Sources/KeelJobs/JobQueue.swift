@@ -356,9 +356,9 @@ public final class JobQueue: Sendable {
         let now = clock.now()
         let lease = Lease(workerID: workerID, token: KeelID.make(prefix: "lease", now: now), seconds: leaseSeconds, claimedAt: now)
         var claims: [Claim] = []
-        for rateLimit in try await rateLimitedQueues() where queue == Self.anyQueue || rateLimit.queue == queue {
+        for limited in try await queueLimits().rateLimited where queue == Self.anyQueue || limited == queue {
             guard claims.count < limit else { break }
-            claims += try await claimRateLimited(rateLimit, limit: limit - claims.count, lease: lease, tasks: tasks)
+            claims += try await claimRateLimited(queue: limited, limit: limit - claims.count, lease: lease, tasks: tasks)
         }
         let named = queue == Self.anyQueue ? nil : queue
         // SQLite has one writer, which enqueues need too: look on a reader first, and take the writer only for work.
@@ -518,6 +518,11 @@ public final class JobQueue: Sendable {
     @discardableResult
     func expireStaleJobs() async throws -> Int {
         let now = clock.now()
+        // Every scheduler and worker runs this twice a second or more: look on a reader before taking the writer.
+        let due = try await store.query("""
+            SELECT id FROM keel_jobs WHERE state IN ('available', 'scheduled', 'retrying') AND expires_at IS NOT NULL AND expires_at <= \(now) LIMIT 1
+            """)
+        guard !due.isEmpty else { return 0 }
         let expired = try await store.transaction { tx in
             let expired = try await tx.execute("""
                 UPDATE keel_jobs SET state = 'expired', finished_at = \(now)

@@ -5,6 +5,7 @@ import NIOCore
 import NIOExtras
 import NIOPosix
 import NIOSSL
+import Synchronization
 
 /// What the server said when it took the message.
 public struct MailDelivery: Codable, Sendable, Equatable {
@@ -31,9 +32,11 @@ public struct SMTPError: Error, CustomStringConvertible, Sendable {
 }
 
 /// A small SMTP submission client (RFC 5321 with STARTTLS, AUTH PLAIN/LOGIN) on SwiftNIO: one connection per message.
-public struct SMTPClient: Sendable {
-    let settings: MailSettings
+/// Make one per mail server and keep it: the TLS context (trust roots read from disk) is built once.
+public final class SMTPClient: Sendable {
+    public let settings: MailSettings
     let logger = Logger(label: "keel.mail")
+    private let tlsContext = Mutex<NIOSSLContext?>(nil)
 
     public init(settings: MailSettings) {
         self.settings = settings
@@ -48,16 +51,22 @@ public struct SMTPClient: Sendable {
         if settings.security == .none, settings.username != nil {
             throw SMTPError(message: "smtp_tls is none: Keel does not send credentials unencrypted; use starttls or tls", isPermanent: true)
         }
-        return try await withDeadline(.seconds(settings.timeoutSeconds),
-                                      orThrow: SMTPError(message: "no answer from \(host):\(settings.port) within \(settings.timeoutSeconds) s", isPermanent: false)) {
+        let (port, timeout) = (settings.port, settings.timeoutSeconds)
+        return try await withDeadline(.seconds(timeout),
+                                      orThrow: SMTPError(message: "no answer from \(host):\(port) within \(timeout) s", isPermanent: false)) {
             try await self.converse(host: host, message: message)
         }
     }
 
     private func tlsHandler(host: String) throws -> NIOSSLClientHandler {
-        var configuration = TLSConfiguration.makeClientConfiguration()
-        if let caFile = settings.caFile { configuration.trustRoots = .file(caFile) }
-        let context = try NIOSSLContext(configuration: configuration)
+        let context = try tlsContext.withLock { cached in
+            if let cached { return cached }
+            var configuration = TLSConfiguration.makeClientConfiguration()
+            if let caFile = settings.caFile { configuration.trustRoots = .file(caFile) }
+            let context = try NIOSSLContext(configuration: configuration)
+            cached = context
+            return context
+        }
         // SNI only takes names; certificate checks apply to IP addresses too.
         let isAddress = host.allSatisfy { $0.isNumber || $0 == "." || $0 == ":" }
         return try NIOSSLClientHandler(context: context, serverHostname: isAddress ? nil : host)

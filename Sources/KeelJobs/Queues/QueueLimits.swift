@@ -19,14 +19,19 @@ public struct QueueRateLimit: Codable, Sendable, Equatable {
     }
 }
 
-/// What this process knows about queue limits: rate limits and max lengths (re-read once a second, so a change made
-/// through another replica applies within a second or two), and when the next rate-limited start becomes allowed.
+/// What this process knows about queue limits: which queues are rate-limited and the max lengths (re-read once a
+/// second, so a change made through another replica applies within a second or two), and when the next rate-limited
+/// start becomes allowed. A rate limit's numbers are read under the queue's lock when claiming, never from here.
 struct QueueLimitsCache {
-    var rateLimits: [(queue: String, limit: QueueRateLimit)] = []
-    var maxLengths: [String: Int] = [:]
+    var limits = QueueLimits()
     var fetchedAt: ContinuousClock.Instant?
     var refreshing = false
     var nextSlot: Date?
+}
+
+struct QueueLimits: Sendable {
+    var rateLimited: [String] = []
+    var maxLengths: [String: Int] = [:]
 }
 
 extension JobQueue {
@@ -34,37 +39,30 @@ extension JobQueue {
 
     /// The queues with a rate limit or a max length. A stale answer is returned while it is refreshed in the background,
     /// so no claim or enqueue waits for the re-read.
-    func queueLimits() async throws -> (rateLimits: [(queue: String, limit: QueueRateLimit)], maxLengths: [String: Int]) {
-        let (cached, refresh) = limitsCache.withLock { cache -> ((rateLimits: [(queue: String, limit: QueueRateLimit)], maxLengths: [String: Int])?, Bool) in
+    func queueLimits() async throws -> QueueLimits {
+        let (cached, refresh) = limitsCache.withLock { cache -> (QueueLimits?, Bool) in
             guard let fetchedAt = cache.fetchedAt else { return (nil, false) }
             let stale = ContinuousClock.now - fetchedAt >= Self.queueLimitsRefresh && !cache.refreshing
             if stale { cache.refreshing = true }
-            return ((cache.rateLimits, cache.maxLengths), stale)
+            return (cache.limits, stale)
         }
         if refresh { Task { _ = try? await self.readQueueLimits() } }
         if let cached { return cached }
         return try await readQueueLimits()
     }
 
-    private func readQueueLimits() async throws -> (rateLimits: [(queue: String, limit: QueueRateLimit)], maxLengths: [String: Int]) {
+    private func readQueueLimits() async throws -> QueueLimits {
         defer { limitsCache.withLock { $0.refreshing = false } }
-        var rateLimits: [(queue: String, limit: QueueRateLimit)] = []
-        var maxLengths: [String: Int] = [:]
+        var limits = QueueLimits()
         for row in try await store.query("""
-            SELECT name, max_length, rate_limit, rate_per_seconds FROM keel_queues WHERE max_length IS NOT NULL OR rate_limit IS NOT NULL ORDER BY name
+            SELECT name, max_length, rate_limit FROM keel_queues WHERE max_length IS NOT NULL OR rate_limit IS NOT NULL ORDER BY name
             """) {
             let name = try row.string("name")
-            if let limit = try row.optionalInt("rate_limit") {
-                rateLimits.append((name, QueueRateLimit(limit: limit, perSeconds: try row.int("rate_per_seconds"))))
-            }
-            if let length = try row.optionalInt("max_length") { maxLengths[name] = length }
+            if try row.optionalInt("rate_limit") != nil { limits.rateLimited.append(name) }
+            if let length = try row.optionalInt("max_length") { limits.maxLengths[name] = length }
         }
-        limitsCache.withLock { ($0.rateLimits, $0.maxLengths, $0.fetchedAt) = (rateLimits, maxLengths, .now) }
-        return (rateLimits, maxLengths)
-    }
-
-    func rateLimitedQueues() async throws -> [(queue: String, limit: QueueRateLimit)] {
-        try await queueLimits().rateLimits
+        limitsCache.withLock { ($0.limits, $0.fetchedAt) = (limits, .now) }
+        return limits
     }
 
     func forgetQueueLimits() {
@@ -73,28 +71,24 @@ extension JobQueue {
 
     /// Claims from a rate-limited queue under a lock on its row: the starts of the last window are counted from a log
     /// of starts (so a job's retry counts again), and only what the limit leaves is claimed and logged.
-    func claimRateLimited(_ limited: (queue: String, limit: QueueRateLimit), limit: Int, lease: Lease, tasks: [String]?) async throws -> [Claim] {
+    func claimRateLimited(queue: String, limit: Int, lease: Lease, tasks: [String]?) async throws -> [Claim] {
         let now = lease.claimedAt
-        let windowStart = now.addingTimeInterval(-TimeInterval(limited.limit.perSeconds))
         let (claims, nextSlot) = try await store.transaction { tx -> ([Claim], Date?) in
             // PostgreSQL: one claimer per queue at a time; SQLite's write transaction already is.
             let lock: SQLQuery = store.dialect == .postgres
-                ? "SELECT rate_limit, rate_per_seconds FROM keel_queues WHERE name = \(limited.queue) AND paused = \(false) FOR UPDATE"
-                : "SELECT rate_limit, rate_per_seconds FROM keel_queues WHERE name = \(limited.queue) AND paused = \(false)"
+                ? "SELECT rate_limit, rate_per_seconds FROM keel_queues WHERE name = \(queue) AND paused = \(false) FOR UPDATE"
+                : "SELECT rate_limit, rate_per_seconds FROM keel_queues WHERE name = \(queue) AND paused = \(false)"
             guard let row = try await tx.query(lock).first, let current = try row.optionalInt("rate_limit") else { return ([], nil) }
-            let perSeconds = try row.int("rate_per_seconds")
-            let start = now.addingTimeInterval(-TimeInterval(perSeconds))
-            try await tx.execute("DELETE FROM keel_queue_starts WHERE queue = \(limited.queue) AND started_at <= \(min(start, windowStart))")
-            let window = try await tx.query("""
-                SELECT COUNT(*) AS n, MIN(started_at) AS oldest FROM keel_queue_starts WHERE queue = \(limited.queue) AND started_at > \(start)
-                """)
-            let used = try window.first?.int("n") ?? 0
-            let allowance = min(limit, current - used)
+            let perSeconds = TimeInterval(try row.int("rate_per_seconds"))
+            let windowStart = now.addingTimeInterval(-perSeconds)
+            try await tx.execute("DELETE FROM keel_queue_starts WHERE queue = \(queue) AND started_at <= \(windowStart)")
+            let window = try await tx.query("SELECT COUNT(*) AS n, MIN(started_at) AS oldest FROM keel_queue_starts WHERE queue = \(queue)")
+            let allowance = min(limit, current - (try window.first?.int("n") ?? 0))
             guard allowance > 0 else {
-                return ([], try window.first?.optionalDate("oldest").map { $0.addingTimeInterval(TimeInterval(perSeconds)) })
+                return ([], try window.first?.optionalDate("oldest").map { $0.addingTimeInterval(perSeconds) })
             }
-            let rows = try await tx.execute(self.claimStatement(queue: limited.queue, limit: allowance, lease: lease, tasks: tasks, underRateLimit: true))
-            for _ in rows { try await tx.execute("INSERT INTO keel_queue_starts (queue, started_at) VALUES (\(limited.queue), \(now))") }
+            let rows = try await tx.execute(self.claimStatement(queue: queue, limit: allowance, lease: lease, tasks: tasks, underRateLimit: true))
+            for _ in rows { try await tx.execute("INSERT INTO keel_queue_starts (queue, started_at) VALUES (\(queue), \(now))") }
             let claims = try rows.map { Claim(job: try JobRecord(row: $0), leaseToken: lease.token, traceparent: try $0.optionalString("traceparent")) }
             return (claims, nil)
         }

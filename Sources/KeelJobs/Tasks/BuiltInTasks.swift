@@ -15,7 +15,8 @@ public enum BuiltInTasks {
     public static func register(in registry: inout JobRegistry, mail: MailSettings = MailSettings()) {
         registry.register("keel.noop") { (_: JSONValue, _: JobContext) in JSONValue.null }
         registry.register("http.request", backoffSeconds: 5) { (args: HTTPRequestArgs, _: JobContext) in try await performHTTPRequest(args) }
-        registry.register("email.send", backoffSeconds: 30) { (args: EmailArgs, _: JobContext) in try await sendEmail(args, settings: mail) }
+        let mailer = SMTPClient(settings: mail)
+        registry.register("email.send", backoffSeconds: 30) { (args: EmailArgs, _: JobContext) in try await sendEmail(args, with: mailer) }
         registry.register("keel.prune") { (args: PruneArgs, context: JobContext) in try await context.queue.prune(args) }
     }
 
@@ -57,12 +58,12 @@ public enum BuiltInTasks {
 
     /// Sends over SMTP. A refusal the server means (5xx) or a message that cannot be sent fails the job permanently;
     /// an unreachable or busy server (4xx) is a failed attempt, retried with backoff.
-    static func sendEmail(_ args: EmailArgs, settings: MailSettings) async throws -> MailDelivery {
-        guard let from = args.from ?? settings.from else { throw PermanentJobFailure("from: none given and smtp_from is not set") }
+    static func sendEmail(_ args: EmailArgs, with mailer: SMTPClient) async throws -> MailDelivery {
+        guard let from = args.from ?? mailer.settings.from else { throw PermanentJobFailure("from: none given and smtp_from is not set") }
         let message = MailMessage(from: from, to: args.to.addresses, cc: args.cc?.addresses ?? [], bcc: args.bcc?.addresses ?? [],
                                   replyTo: args.replyTo, subject: args.subject, text: args.text, html: args.html, headers: args.headers ?? [:])
         do {
-            return try await SMTPClient(settings: settings).send(message)
+            return try await mailer.send(message)
         } catch let error as SMTPError where error.isPermanent {
             throw PermanentJobFailure(error.description)
         }

@@ -191,34 +191,55 @@ extension JobQueue {
     }
 
     public func workflow(id: String) async throws -> WorkflowRecord {
-        guard let row = try await store.query("SELECT * FROM keel_workflows WHERE id = \(id)").first else {
+        guard let workflow = try await workflows(where: "id = \(id)", limit: 1).first else {
             throw Problem.notFound("No workflow has the id \(id).")
         }
-        var dependsOn: [String: [String]] = [:]
-        for edge in try await store.query("""
-            SELECT e.parent_id, e.child_id FROM keel_workflow_edges e JOIN keel_jobs j ON j.id = e.child_id
-            WHERE j.workflow_id = \(id) ORDER BY e.child_id, e.position
-            """) {
-            dependsOn[try edge.string("child_id"), default: []].append(try edge.string("parent_id"))
-        }
-        let jobs = try await store.query("SELECT \(unsafeRaw: JobRecord.columns) FROM keel_jobs WHERE workflow_id = \(id) ORDER BY id")
-        return WorkflowRecord(
-            id: id, name: try row.optionalString("name"), state: WorkflowRecord.State(rawValue: try row.string("state")) ?? .running,
-            remaining: try row.int("remaining"), failedJobID: try row.optionalString("failed_job_id"),
-            createdAt: try row.date("created_at"), finishedAt: try row.optionalDate("finished_at"),
-            steps: try jobs.map { let job = try JobRecord(row: $0); return .init(job: job, dependsOn: dependsOn[job.id] ?? []) })
+        return workflow
     }
 
     /// Oldest first by id (creation time), keyset-paginated; optionally only those in `state`.
     public func workflows(state: WorkflowRecord.State?, limit: Int, after: String?) async throws -> Page<WorkflowRecord> {
-        var query: SQLQuery = "SELECT id FROM keel_workflows WHERE 1 = 1"
-        if let state { query.append(" AND state = \(state.rawValue)") }
-        if let after { query.append(" AND id > \(after)") }
-        query.append(" ORDER BY id LIMIT \(limit + 1)")
-        let ids = try await store.query(query).map { try $0.string("id") }
-        var items: [WorkflowRecord] = []
-        for id in ids.prefix(limit) { items.append(try await workflow(id: id)) }
-        return Page(items: items, nextAfter: ids.count > limit ? items.last?.id : nil)
+        var condition: SQLQuery = "1 = 1"
+        if let state { condition.append(" AND state = \(state.rawValue)") }
+        if let after { condition.append(" AND id > \(after)") }
+        let found = try await workflows(where: condition, limit: limit + 1)
+        let items = Array(found.prefix(limit))
+        return Page(items: items, nextAfter: found.count > limit ? items.last?.id : nil)
+    }
+
+    /// The workflows matching `condition` with their steps: three queries however many workflows there are.
+    private func workflows(where condition: SQLQuery, limit: Int) async throws -> [WorkflowRecord] {
+        var query: SQLQuery = "SELECT id, name, state, remaining, failed_job_id, created_at, finished_at FROM keel_workflows WHERE "
+        query.append(condition)
+        query.append(" ORDER BY id LIMIT \(limit)")
+        let rows = try await store.query(query)
+        guard !rows.isEmpty else { return [] }
+        var ids: SQLQuery = "("
+        for (index, row) in rows.enumerated() { ids.append(index == 0 ? "\(try row.string("id"))" : ", \(try row.string("id"))") }
+        ids.append(")")
+
+        var edges: SQLQuery = "SELECT e.parent_id, e.child_id FROM keel_workflow_edges e JOIN keel_jobs j ON j.id = e.child_id WHERE j.workflow_id IN "
+        edges.append(ids)
+        edges.append(" ORDER BY e.child_id, e.position")
+        var dependsOn: [String: [String]] = [:]
+        for edge in try await store.query(edges) {
+            dependsOn[try edge.string("child_id"), default: []].append(try edge.string("parent_id"))
+        }
+        var jobsQuery: SQLQuery = "SELECT \(unsafeRaw: JobRecord.columns) FROM keel_jobs WHERE workflow_id IN "
+        jobsQuery.append(ids)
+        jobsQuery.append(" ORDER BY id")
+        var steps: [String: [WorkflowRecord.Step]] = [:]
+        for row in try await store.query(jobsQuery) {
+            let job = try JobRecord(row: row)
+            steps[job.workflowID ?? "", default: []].append(.init(job: job, dependsOn: dependsOn[job.id] ?? []))
+        }
+        return try rows.map { row in
+            let id = try row.string("id")
+            return WorkflowRecord(
+                id: id, name: try row.optionalString("name"), state: WorkflowRecord.State(rawValue: try row.string("state")) ?? .running,
+                remaining: try row.int("remaining"), failedJobID: try row.optionalString("failed_job_id"),
+                createdAt: try row.date("created_at"), finishedAt: try row.optionalDate("finished_at"), steps: steps[id] ?? [])
+        }
     }
 
     /// Cancels what has not run, asks running steps to stop, and marks the workflow cancelled.
