@@ -96,14 +96,8 @@ struct IdentityHarness: Sendable {
 }
 
 func identityTestConfig(_ location: DatabaseLocation) -> KeelConfig {
-    var config = KeelConfig()
-    config.port = 0
-    config.database = location
-    config.databaseTLS = .disable
-    config.accessLog = false
-    config.logLevel = .critical
+    var config = quietTestConfig(location)
     config.publicURL = "http://keel.test"
-    config.auth.bcryptCost = 4
     config.auth.adminEmail = IdentityHarness.adminEmail
     config.auth.adminPassword = Secret(IdentityHarness.adminPassword)
     config.secretKey = Secret("test-secret-key-that-is-long-enough-000")

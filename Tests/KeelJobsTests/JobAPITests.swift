@@ -34,13 +34,7 @@ import Testing
 
     func withJobsServer(_ kind: StoreKind, _ body: @escaping @Sendable (Client) async throws -> Void) async throws {
         try await withScratchDatabase(kind) { location in
-            var config = KeelConfig()
-            config.port = 0
-            config.database = location
-            config.databaseTLS = .disable
-            config.accessLog = false
-            config.logLevel = .critical
-            config.auth.bcryptCost = 4
+            var config = quietTestConfig(location)
             config.auth.adminEmail = "ops@example.com"
             config.auth.adminPassword = Secret("jobs-admin-passphrase-1")
             let telemetry = try Telemetry.bootstrap(config)

@@ -17,13 +17,8 @@ struct AllowAllAuthenticator: RequestAuthenticator {
 }
 
 func testConfig(_ location: DatabaseLocation, roles: Set<Role> = Set(Role.allCases)) -> KeelConfig {
-    var config = KeelConfig()
-    config.port = 0
-    config.database = location
-    config.databaseTLS = .disable
+    var config = quietTestConfig(location)
     config.roles = roles
-    config.accessLog = false
-    config.logLevel = .critical
     config.maxBodyBytes = 1024
     return config
 }

@@ -117,3 +117,15 @@ extension Sequence {
         return results
     }
 }
+
+/// A server configuration for tests on `location`: a free port, quiet logs, cheap password hashing.
+public func quietTestConfig(_ location: DatabaseLocation) -> KeelConfig {
+    var config = KeelConfig()
+    config.port = 0
+    config.database = location
+    config.databaseTLS = .disable
+    config.accessLog = false
+    config.logLevel = .critical
+    config.auth.bcryptCost = 4
+    return config
+}
