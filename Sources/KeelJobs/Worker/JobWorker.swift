@@ -21,6 +21,7 @@ public final class JobWorker: Service {
     let drainTimeout: Duration
     let readiness: Readiness?
     private let running = Mutex<[String: RunningJob]>([:])
+    private let startedJobs = Atomic<Int>(0)
     private let logger = Logger(label: "keel.jobs.worker")
 
     /// - Parameters:
@@ -107,6 +108,7 @@ public final class JobWorker: Service {
             }
         })
         running.withLock { $0[job.id] = run }
+        startedJobs.add(1, ordering: .relaxed)
         Task { await self.finish(run) }
     }
 
@@ -151,12 +153,18 @@ public final class JobWorker: Service {
     }
 
     /// Renews leases of running jobs, stops those cancelled through the store, and rescues the jobs
-    /// of lost workers.
+    /// of lost workers. Once a burst of jobs is over it returns the memory the burst used to the system.
     private func leaseLoop() async {
         let interval = Duration.milliseconds(max(200, leaseSeconds * 1000 / 3))
+        var startedAtLastRelease = 0
         while !Task.isCancelled {
             try? await Task.sleep(for: interval)
             let current = running.withLock { $0 }
+            let started = startedJobs.load(ordering: .relaxed)
+            if current.isEmpty, started != startedAtLastRelease {
+                releaseFreeHeap()
+                startedAtLastRelease = started
+            }
             do {
                 try await queue.registerWorker(id: id, queues: concurrency, running: current.count, startedAt: Date())
                 let cancelled = try await queue.heartbeat(current.values.map(\.claim), leaseSeconds: leaseSeconds)
