@@ -196,6 +196,7 @@ def run_keel_postgres(keel, scratch, args, results):
                 results.setdefault("pg drain", []).append(keel_drain(api, "drain", args.jobs, window))
                 results.setdefault("pg rss", []).append(max(rss_mb(w.pid) for w in workers))
                 results.setdefault("pg latency", []).append(keel_latency(api, "latency", 500, started_at))
+                record_idle_memory(results, "pg", [w.pid for w in workers])
                 # Enqueue alone, as Celery's is measured: no worker running.
                 for worker in workers:
                     stop(worker)
@@ -234,6 +235,7 @@ def run_keel_sqlite(keel, scratch, args, results):
             results.setdefault("sqlite drain", []).append(keel_drain(api, "drain", args.jobs, window))
             results.setdefault("sqlite rss", []).append(rss_mb(process.pid))
             results.setdefault("sqlite latency", []).append(keel_latency(api, "latency", 500, started_at))
+            record_idle_memory(results, "sqlite", [process.pid])
         finally:
             stop(process)
         # Enqueue alone, as Celery's is measured: the same store served by the api role only.
@@ -248,9 +250,35 @@ def run_keel_sqlite(keel, scratch, args, results):
             stop(process)
 
 
-def process_tree_rss(pid):
+def process_tree(pid):
     children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
-    return rss_mb(pid) + sum(process_tree_rss(int(child)) for child in children)
+    return [pid] + [p for child in children for p in process_tree(int(child))]
+
+
+def process_tree_rss(pid):
+    return sum(rss_mb(p) for p in process_tree(pid))
+
+
+def private_mb(pid):
+    """Anonymous memory (heap, stacks, written data) shared proportionally among the processes that map it: what a
+    process costs beyond the code pages every process of the same program shares."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        return int(re.search(r"Pss_Anon:\s+(\d+)", f.read()).group(1)) / 1024
+
+
+IDLE_SECONDS = 12
+
+
+def record_idle_memory(results, system, pids):
+    """RSS and private memory once the workers have been idle for a while (a Keel worker returns a burst's free heap
+    at its next lease renewal); `pids` are one worker's processes, or each Keel worker process (the largest counts)."""
+    time.sleep(IDLE_SECONDS)
+    if system == "celery":
+        results.setdefault("celery rss idle", []).append(process_tree_rss(pids[0]))
+        results.setdefault("celery private idle", []).append(sum(private_mb(p) for p in process_tree(pids[0])))
+    else:
+        results.setdefault(f"{system} rss idle", []).append(max(rss_mb(p) for p in pids))
+        results.setdefault(f"{system} private idle", []).append(max(private_mb(p) for p in pids))
 
 
 def run_celery(scratch, args, results):
@@ -297,6 +325,7 @@ def run_celery(scratch, args, results):
                     time.sleep(0.005)
                 wait_done(500)
                 results.setdefault("celery latency", []).append(sorted(float(v) for v in celery_app.stats.lrange("latency", 0, -1)))
+                record_idle_memory(results, "celery", [worker.pid])
             finally:
                 stop(worker)
     finally:
@@ -348,6 +377,8 @@ def report(args, results):
         ("enqueue, jobs/s, wrk 32 connections", "enqueue wrk", ""),
         ("enqueue, jobs/s, one sequential client", "enqueue seq", ""),
         ("worker RSS after drain, MB", "rss", ""),
+        (f"worker RSS idle ({IDLE_SECONDS} s after the latency run), MB", "rss idle", ""),
+        ("worker private memory idle (Pss_Anon), MB", "private idle", ""),
     ]
     for label, key, unit in rows:
         print(f"| {label} | {show(median('pg ' + key), unit)} | {show(median('sqlite ' + key), unit)} | {show(median('celery ' + key), unit)} |")
