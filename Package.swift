@@ -25,6 +25,7 @@ let package = Package(
         .package(url: "https://github.com/vapor/sqlite-nio.git", from: "1.13.2"),
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird-auth.git", from: "2.5.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-websocket.git", from: "2.8.1"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
     ],
     targets: [
@@ -54,6 +55,7 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         .target(name: "KeelServer", dependencies: [
+            .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
             "KeelCore", "KeelStore", "KeelTelemetry",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -90,9 +92,20 @@ let package = Package(
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
+        .target(name: "KeelGateway", dependencies: [
+            "KeelCore", "KeelStore", "KeelServer", "KeelTelemetry",
+            .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+            .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
         // Composes the capability modules into one server; the executable and the whole-API tests use it.
         .target(name: "KeelPlatform", dependencies: [
-            "KeelCore", "KeelStore", "KeelServer", "KeelTelemetry", "KeelIdentity", "KeelJobs",
+            "KeelCore", "KeelStore", "KeelServer", "KeelTelemetry", "KeelIdentity", "KeelJobs", "KeelGateway",
         ]),
         .executableTarget(name: "keel", dependencies: [
             "KeelCore", "KeelStore", "KeelServer", "KeelTelemetry", "KeelIdentity", "KeelJobs", "KeelPlatform",
@@ -124,6 +137,12 @@ let package = Package(
         .testTarget(name: "KeelJobsTests", dependencies: [
             "KeelJobs", "KeelServer", "KeelPlatform", "KeelTestSupport", "KeelTelemetry",
             .product(name: "Tracing", package: "swift-distributed-tracing"),
+            .product(name: "HummingbirdTesting", package: "hummingbird"),
+        ]),
+        .testTarget(name: "KeelGatewayTests", dependencies: [
+            "KeelGateway", "KeelServer", "KeelPlatform", "KeelTestSupport",
+            .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "HummingbirdTesting", package: "hummingbird"),
         ]),
         .testTarget(name: "KeelMailTests", dependencies: ["KeelMail", "KeelCore", "KeelTestSupport"]),

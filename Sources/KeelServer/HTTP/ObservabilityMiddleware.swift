@@ -132,6 +132,17 @@ struct ObservabilityMiddleware: RouterMiddleware {
     private static let requestSequence = Atomic<UInt64>(0)
 }
 
+/// The caller's `X-Request-ID` when well-formed, else a new one: what Keel's own routes use, for the
+/// gateway's requests that bypass them.
+public func requestID(from header: String?) -> String {
+    ObservabilityMiddleware.requestID(from: header)
+}
+
+/// `1234` µs as `"1.234"`, the access log's `duration_ms`.
+public func accessLogMilliseconds(_ duration: Duration) -> String {
+    ObservabilityMiddleware.milliseconds(fromMicroseconds: Int(duration / .microseconds(1)))
+}
+
 extension HTTPField.Name {
     static let xRequestID = HTTPField.Name("X-Request-ID")!
     static let traceparent = HTTPField.Name("traceparent")!

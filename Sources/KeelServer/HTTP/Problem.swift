@@ -33,7 +33,7 @@ public struct Problem: Error, HTTPResponseError, Sendable {
         response(requestID: (context as? KeelRequestContext)?.requestID, instance: request.uri.path)
     }
 
-    func response(requestID: String?, instance: String) -> Response {
+    public func response(requestID: String?, instance: String) -> Response {
         var body: [String: JSONValue] = extensions
         body["type"] = .string(type)
         body["title"] = .string(title)

@@ -98,7 +98,7 @@ public struct RouteRegistrar: Sendable {
 
     /// The access rule of a route applied to a request: 401 without valid credentials, 403 without
     /// the permission (or while a required second factor is not enrolled).
-    static func authorize(_ request: Request, context: KeelRequestContext, access: Access,
+    public static func authorize(_ request: Request, context: KeelRequestContext, access: Access,
                           authenticator: any RequestAuthenticator) async throws -> Principal {
         guard let principal = try await authenticator.authenticate(request, context: context) else {
             throw Problem.unauthorized("This route needs credentials: send Authorization: Bearer <token> or X-API-Key.")

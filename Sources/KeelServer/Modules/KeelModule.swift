@@ -1,3 +1,4 @@
+import Hummingbird
 import KeelCore
 import KeelStore
 import ServiceLifecycle
@@ -12,11 +13,17 @@ public protocol KeelModule: Sendable {
     func prepare(context: ModuleContext) async throws
     /// Long-running work that lives as long as the process.
     func services(context: ModuleContext) -> [any Service]
+    /// Middleware that sees every request before Keel's router (the gateway's proxy), inside tracing.
+    func middlewares(context: ModuleContext) -> [any MiddlewareProtocol<Request, Response, KeelRequestContext>]
+    /// Takes WebSocket upgrades (the gateway's, on its role); the server offers upgrades only when a module does.
+    func webSocketForwarder(context: ModuleContext) -> (any WebSocketForwarder)?
 }
 
 extension KeelModule {
     public func prepare(context: ModuleContext) async throws {}
     public func services(context: ModuleContext) -> [any Service] { [] }
+    public func middlewares(context: ModuleContext) -> [any MiddlewareProtocol<Request, Response, KeelRequestContext>] { [] }
+    public func webSocketForwarder(context: ModuleContext) -> (any WebSocketForwarder)? { nil }
 }
 
 /// What a module may use from the process hosting it.

@@ -1,5 +1,7 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
+import HummingbirdWebSocket
 import KeelCore
 import KeelStore
 import KeelTelemetry
@@ -72,6 +74,9 @@ public struct KeelServer: Sendable {
         // A server span per request halves throughput; make them only when they are exported.
         let tracing = telemetry.otlpEndpoint != nil
         if tracing { router.add(middleware: TracingMiddleware(recordingHeaders: [.userAgent])) }
+        for module in modules {
+            for middleware in module.middlewares(context: moduleContext) { router.add(middleware: middleware) }
+        }
         router.add(middleware: ObservabilityMiddleware(routes: routes, accessLog: config.accessLog, logsCallerTrace: !tracing))
         registrar.install(on: router, authenticator: authenticator)
 
@@ -86,8 +91,17 @@ public struct KeelServer: Sendable {
         for module in modules { services += module.services(context: moduleContext) }
 
         let logger = self.logger
+        var server = HTTPServerBuilder.http1()
+        if let forwarder = modules.lazy.compactMap({ $0.webSocketForwarder(context: self.moduleContext) }).first {
+            server = HTTPServerBuilder { responder in
+                WebSocketUpgradeChannel(base: HTTP1WebSocketUpgradeChannel(responder: responder, configuration: .init()) { head, channel, logger in
+                    try await forwarder.shouldUpgrade(head, channel: channel, logger: logger)
+                })
+            }
+        }
         return Application(
             router: router,
+            server: server,
             configuration: .init(address: .hostname(config.host, port: config.port), serverName: nil),
             services: services,
             onServerRunning: { channel in
