@@ -1,4 +1,5 @@
 import KeelCore
+import KeelGateway
 import KeelIdentity
 import KeelJobs
 import KeelServer
@@ -8,7 +9,7 @@ import KeelTelemetry
 /// The capabilities this binary hosts, composed in one place for `up`, `serve`, `migrate` and the
 /// tests that hold the whole API to its documentation and access matrix.
 public enum Platform {
-    public static var migrations: [Migration] { KeelMigrations.all + IdentityModule.migrations + JobsModule.migrations }
+    public static var migrations: [Migration] { KeelMigrations.all + IdentityModule.migrations + JobsModule.migrations + GatewayModule.migrations }
 
     /// The job handlers compiled into this binary: Keel's built-in tasks, set up from `config` (the mail server).
     public static func tasks(_ config: KeelConfig) -> JobRegistry {
@@ -23,7 +24,9 @@ public enum Platform {
         -> (modules: [any KeelModule], identity: IdentityService) {
         let identity = IdentityService(config: config, store: store, jwksRefetchInterval: jwksRefetchInterval)
         let jobs = JobQueue(store: store, tasks: tasks ?? Platform.tasks(config))
-        return ([IdentityModule(service: identity, printFirstAdminPassword: printFirstAdminPassword), JobsModule(queue: jobs, concurrency: config.workerQueues)], identity)
+        return ([IdentityModule(service: identity, printFirstAdminPassword: printFirstAdminPassword),
+                 JobsModule(queue: jobs, concurrency: config.workerQueues),
+                 GatewayModule(config: config, store: store, authenticator: identity)], identity)
     }
 
     public static func server(config: KeelConfig, store: any Store, telemetry: Telemetry) -> KeelServer {

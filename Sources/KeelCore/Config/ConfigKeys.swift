@@ -142,6 +142,10 @@ extension ConfigKey {
                   isSecret: false, isStructured: true,
                   apply: { text, config throws(ConfigExpectation) in config.declaredSchedules = try parseDeclaredSchedules(text) },
                   display: { $0.declaredSchedules.isEmpty ? "" : $0.declaredSchedules.keys.sorted().joined(separator: ",") }),
+        ConfigKey(name: "gateway_routes", summary: "gateway routes kept as declared: {name: {match: {prefix}, upstreams: [{url}], auth, ...}}",
+                  isSecret: false, isStructured: true,
+                  apply: { text, config throws(ConfigExpectation) in config.declaredGatewayRoutes = try parseDeclaredObjects(text, kind: "route") },
+                  display: { $0.declaredGatewayRoutes.isEmpty ? "" : $0.declaredGatewayRoutes.keys.sorted().joined(separator: ",") }),
         ConfigKey(name: "smtp_host", summary: "mail server for the email.send task (empty: email.send fails)", isSecret: false,
                   apply: { text, config throws(ConfigExpectation) in
                       guard !text.contains(where: { $0.isWhitespace || $0 == "/" || $0 == "@" }) else {
@@ -195,6 +199,23 @@ func parseDeclaredSchedules(_ text: String) throws(ConfigExpectation) -> [String
         schedules[name] = String(decoding: data, as: UTF8.self)
     }
     return schedules
+}
+
+/// `{"name": {...}, ...}` as JSON: each entry an object, kept as sorted JSON text for its module to check.
+func parseDeclaredObjects(_ text: String, kind: String) throws(ConfigExpectation) -> [String: String] {
+    guard !text.trimmingCharacters(in: .whitespaces).isEmpty else { return [:] }
+    guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
+        throw ConfigExpectation("a mapping of \(kind) names to objects (JSON: {\"name\": {...}})")
+    }
+    var entries: [String: String] = [:]
+    for (name, definition) in object {
+        guard let definition = definition as? [String: Any],
+              let data = try? JSONSerialization.data(withJSONObject: definition, options: [.sortedKeys]) else {
+            throw ConfigExpectation("\(kind) \(name): an object")
+        }
+        entries[name] = String(decoding: data, as: UTF8.self)
+    }
+    return entries
 }
 
 /// `local@domain.tld`, at most 254 characters, no spaces or control characters; deliverability is

@@ -32,6 +32,8 @@ public struct KeelConfig: Sendable, Equatable {
     public var smtp = MailSettings()
     /// Schedules declared in configuration: name → the schedule as JSON (`ScheduleInput`'s fields).
     public var declaredSchedules: [String: String] = [:]
+    /// Gateway routes kept as declared: route name → its definition as JSON (checked by the gateway module).
+    public var declaredGatewayRoutes: [String: String] = [:]
 
     public init() {}
 

@@ -14,6 +14,7 @@ public enum Permissions {
         ("jobs:write", "enqueue, retry, cancel and purge jobs; manage queues and schedules"),
         ("gateway:read", "see gateway routes and upstream health"),
         ("gateway:admin", "manage gateway routes and upstreams"),
+        ("gateway:register", "register service instances with the gateway (what a service's own key needs)"),
         ("ai:use", "call the AI gateway"),
         ("ai:read", "see AI models, providers and usage"),
         ("ai:admin", "manage AI providers, models, limits and budgets"),
@@ -36,7 +37,7 @@ public enum BuiltInRoles {
         (admin, "Everything, including users, roles and keys.", Permissions.all),
         (operator_, "Runs the platform: jobs, gateway, AI configuration; reads users and the audit log.", [
             "users:read", "roles:read", "apikeys:read", "apikeys:write", "audit:read", "nodes:read",
-            "jobs:read", "jobs:write", "gateway:read", "gateway:admin", "ai:read", "ai:admin", "ai:use",
+            "jobs:read", "jobs:write", "gateway:read", "gateway:admin", "gateway:register", "ai:read", "ai:admin", "ai:use",
         ]),
         (developer, "Builds on the platform: enqueues jobs, calls AI, owns API keys.", [
             "roles:read", "apikeys:read", "apikeys:write", "nodes:read",
