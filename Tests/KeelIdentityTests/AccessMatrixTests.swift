@@ -41,13 +41,18 @@ import Testing
         "POST /api/v1/schedules/{name}/trigger": "jobs:write",
         "GET /api/v1/workers": "jobs:read", "POST /api/v1/workers/claim": "jobs:write", "POST /api/v1/jobs/{id}/heartbeat": "jobs:write",
         "POST /api/v1/jobs/{id}/progress": "jobs:write", "POST /api/v1/jobs/{id}/complete": "jobs:write", "POST /api/v1/jobs/{id}/fail": "jobs:write",
+        "GET /api/v1/gateway/routes": "gateway:read", "POST /api/v1/gateway/routes": "gateway:admin",
+        "GET /api/v1/gateway/routes/{name}": "gateway:read", "PUT /api/v1/gateway/routes/{name}": "gateway:admin",
+        "DELETE /api/v1/gateway/routes/{name}": "gateway:admin", "GET /api/v1/gateway/services": "gateway:read",
+        "PUT /api/v1/gateway/services/{service}/instances": "gateway:register",
+        "DELETE /api/v1/gateway/services/{service}/instances": "gateway:register",
     ]
 
     /// What each built-in role may do, written out independently of the code that defines the roles.
     static let expectedGrants: [String: Set<String>] = [
         "admin": Set(Permissions.catalog.map(\.name)),
         "operator": ["users:read", "roles:read", "apikeys:read", "apikeys:write", "audit:read", "nodes:read", "jobs:read", "jobs:write",
-                     "gateway:read", "gateway:admin", "ai:read", "ai:admin", "ai:use"],
+                     "gateway:read", "gateway:admin", "gateway:register", "ai:read", "ai:admin", "ai:use"],
         "developer": ["roles:read", "apikeys:read", "apikeys:write", "nodes:read", "jobs:read", "jobs:write", "gateway:read", "ai:read", "ai:use"],
         "viewer": ["roles:read", "nodes:read", "jobs:read", "gateway:read", "ai:read"],
     ]
@@ -70,6 +75,7 @@ import Testing
                 let name = "\(route.method.rawValue) \(route.path)"
                 let path = route.path.replacingOccurrences(of: "{id}", with: "zz_01aaaaaaaaaaaaaaaaaaaaaaaa")
                     .replacingOccurrences(of: "{name}", with: "no-such-thing")
+                    .replacingOccurrences(of: "{service}", with: "no-such-service")
                 let anonymous = try await keel.call(route.method, path)
                 #expect(anonymous.status.code < 500, "\(name) anonymously: \(anonymous.text)")
                 if route.access == .public {
