@@ -56,6 +56,7 @@ let package = Package(
         ]),
         .target(name: "KeelServer", dependencies: [
             .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+            .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
             "KeelCore", "KeelStore", "KeelTelemetry",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -30,6 +30,36 @@ public final class RawConnection: @unchecked Sendable {
         }
     }
 
+    /// Whether the peer closes the connection (nothing more to read) within `timeout`.
+    public func isClosed(within timeout: Duration) -> Bool {
+        var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        guard poll(&poller, 1, Int32(timeout / .milliseconds(1))) > 0 else { return false }
+        var byte: UInt8 = 0
+        return recv(fd, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT)) == 0
+    }
+
+    /// Reads one response up to the end of its head, leaving the connection open.
+    public func readResponseHead(timeout: Duration = .seconds(5)) -> String {
+        var tv = timeval(tv_sec: Int(timeout.components.seconds), tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var data: [UInt8] = []
+        var byte: UInt8 = 0
+        while data.suffix(4) != [13, 10, 13, 10], recv(fd, &byte, 1, 0) == 1 { data.append(byte) }
+        let head = String(decoding: data, as: UTF8.self)
+        // Skip the body, so the next read starts at the next response.
+        if let length = head.split(separator: "\r\n").first(where: { $0.lowercased().hasPrefix("content-length:") })
+            .flatMap({ Int($0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) }) {
+            var body = [UInt8](repeating: 0, count: length)
+            var read = 0
+            while read < length {
+                let count = body[read...].withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+                if count <= 0 { break }
+                read += count
+            }
+        }
+        return head
+    }
+
     /// Reads until the peer closes or `timeout` passes; returns what arrived.
     public func readAll(timeout: Duration = .seconds(10)) -> String {
         var tv = timeval(tv_sec: Int(timeout.components.seconds), tv_usec: 0)

@@ -175,6 +175,25 @@ extension ConfigKey {
                       guard text.isEmpty || isPlausibleEmail(text) else { throw ConfigExpectation("an email address such as noreply@example.com") }
                       config.smtp.from = text.isEmpty ? nil : text
                   }, display: { $0.smtp.from ?? "" }),
+        ConfigKey(name: "http_header_timeout_seconds", summary: "time a request's head may take from its first byte", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in config.httpHeaderTimeoutSeconds = try parseInt(text, in: 1...3600) },
+                  display: { String($0.httpHeaderTimeoutSeconds) }),
+        ConfigKey(name: "http_body_timeout_seconds", summary: "longest pause while a request body arrives", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in config.httpBodyTimeoutSeconds = try parseInt(text, in: 1...3600) },
+                  display: { String($0.httpBodyTimeoutSeconds) }),
+        ConfigKey(name: "http_idle_timeout_seconds", summary: "how long a kept-alive connection may sit idle", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in config.httpIdleTimeoutSeconds = try parseInt(text, in: 1...86400) },
+                  display: { String($0.httpIdleTimeoutSeconds) }),
+        ConfigKey(name: "tls_cert_file", summary: "PEM certificate chain: serve HTTPS (with tls_key_file); reloaded on SIGHUP", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in
+                      guard text.isEmpty || FileManager.default.isReadableFile(atPath: text) else { throw ConfigExpectation("a readable PEM file") }
+                      config.tlsCertFile = text.isEmpty ? nil : text
+                  }, display: { $0.tlsCertFile ?? "" }),
+        ConfigKey(name: "tls_key_file", summary: "PEM private key of tls_cert_file", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in
+                      guard text.isEmpty || FileManager.default.isReadableFile(atPath: text) else { throw ConfigExpectation("a readable PEM file") }
+                      config.tlsKeyFile = text.isEmpty ? nil : text
+                  }, display: { $0.tlsKeyFile ?? "" }),
     ]
 
     public static func named(_ name: String) -> ConfigKey? {

@@ -13,6 +13,15 @@ public struct KeelConfig: Sendable, Equatable {
     public var logLevel = LogLevel.info
     public var logFormat = LogFormat.json
     public var accessLog = true
+    /// PEM certificate chain and private key: the HTTP server speaks TLS when both are set, and reloads
+    /// them on SIGHUP.
+    public var tlsCertFile: String?
+    /// Time a request's head may take from its first byte, the longest pause inside a body, and how long
+    /// a kept-alive connection may sit idle (seconds).
+    public var httpHeaderTimeoutSeconds = 30
+    public var httpBodyTimeoutSeconds = 60
+    public var httpIdleTimeoutSeconds = 75
+    public var tlsKeyFile: String?
     public var otlpEndpoint: String?
     public var secretKey: Secret?
     public var roles = Set(Role.allCases)

@@ -69,7 +69,8 @@ public struct KeelServer: Sendable {
     /// ``run(processStart:)`` or, in tests, with HummingbirdTesting.
     ///
     /// - Parameter onListening: called with the bound port once the server accepts connections.
-    public func makeApplication(onListening: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
+    /// - Parameter tls: serve HTTPS with this certificate (see ``ServerTLS``).
+    public func makeApplication(tls: ServerTLS? = nil, onListening: @escaping @Sendable (Int) async -> Void = { _ in }) -> some ApplicationProtocol {
         let router = Router(context: KeelRequestContext.self)
         // A server span per request halves throughput; make them only when they are exported.
         let tracing = telemetry.otlpEndpoint != nil
@@ -91,13 +92,22 @@ public struct KeelServer: Sendable {
         for module in modules { services += module.services(context: moduleContext) }
 
         let logger = self.logger
-        var server = HTTPServerBuilder.http1()
-        if let forwarder = modules.lazy.compactMap({ $0.webSocketForwarder(context: self.moduleContext) }).first {
-            server = HTTPServerBuilder { responder in
-                WebSocketUpgradeChannel(base: HTTP1WebSocketUpgradeChannel(responder: responder, configuration: .init()) { head, channel, logger in
+        let forwarder = modules.lazy.compactMap({ $0.webSocketForwarder(context: self.moduleContext) }).first
+        // Slow clients (slowloris) may not hold connections: deadlines for a request's head, pauses in its body, and idleness.
+        let deadlines = ReadDeadlines(head: .seconds(Int64(config.httpHeaderTimeoutSeconds)), bodyIdle: .seconds(Int64(config.httpBodyTimeoutSeconds)),
+                                      idle: .seconds(Int64(config.httpIdleTimeoutSeconds)))
+        let http1 = HTTP1Channel.Configuration(additionalChannelHandlers: [ReadDeadlines.progressWatcher()])
+        let server = HTTPServerBuilder { responder -> any ServerChildChannel in
+            if let forwarder {
+                let channel = WebSocketUpgradeChannel(base: HTTP1WebSocketUpgradeChannel(responder: responder, configuration: .init(http1: http1)) { head, channel, logger in
                     try await forwarder.shouldUpgrade(head, channel: channel, logger: logger)
                 })
+                return tls.map { DeadlineWatchingChannel(base: TLSTerminatingChannel(base: channel, tls: $0), deadlines: deadlines) }
+                    ?? DeadlineWatchingChannel(base: channel, deadlines: deadlines)
             }
+            let channel = HTTP1Channel(responder: responder, configuration: http1)
+            return tls.map { DeadlineWatchingChannel(base: TLSTerminatingChannel(base: channel, tls: $0), deadlines: deadlines) }
+                ?? DeadlineWatchingChannel(base: channel, deadlines: deadlines)
         }
         return Application(
             router: router,

@@ -16,7 +16,8 @@ extension KeelServer {
         let logger = Logger(label: "keel")
         let readiness = self.readiness
         let roles = config.roles.sorted().map(\.rawValue).joined(separator: ",")
-        let application = makeApplication { port in
+        let tls = try ServerTLS.from(config)
+        let application = makeApplication(tls: tls) { port in
             Task {
                 guard await readiness.waitUntilMigrated() else { return }
                 let elapsed = ContinuousClock.now - processStart
@@ -39,6 +40,19 @@ extension KeelServer {
             }
         }
         defer { forceExit.cancel() }
+        // SIGHUP reloads the certificate (after a renewal); a broken new pair keeps the running one.
+        let reloadTLS = Task {
+            guard let tls else { return }
+            for await _ in await UnixSignalsSequence(trapping: .sighup) {
+                do {
+                    try tls.reload()
+                    logger.notice("reloaded the TLS certificate", metadata: ["file": "\(tls.certificateFile)"])
+                } catch {
+                    logger.error("cannot reload the TLS certificate; keeping the current one", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+        defer { reloadTLS.cancel() }
 
         var configuration = ServiceGroupConfiguration(
             services: [.init(service: application)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
