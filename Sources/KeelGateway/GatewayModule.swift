@@ -14,7 +14,8 @@ public struct GatewayModule: KeelModule {
 
     public init(config: KeelConfig, store: any Store, authenticator: any RequestAuthenticator, clock: any KeelClock = SystemClock()) {
         routes = GatewayStore(store: store, clock: clock)
-        gateway = Gateway(authenticator: authenticator, limiter: RateLimiter(store: store, clock: clock), accessLog: config.accessLog, tracing: config.otlpEndpoint != nil)
+        gateway = Gateway(authenticator: authenticator, limiter: RateLimiter(store: store, clock: clock), accessLog: config.accessLog,
+                          tracing: config.otlpEndpoint != nil, scheme: config.tlsCertFile == nil ? "http" : "https")
     }
 
     public static let migrations = GatewayMigrations.all

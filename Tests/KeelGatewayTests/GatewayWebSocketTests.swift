@@ -17,7 +17,7 @@ import Testing
         let gateway = try await GatewayServer(routes: [
             "live": ["match": ["prefix": "/live"], "upstreams": upstream, "auth": "public", "strip_prefix": true],
             "private": ["match": ["prefix": "/private"], "upstreams": upstream, "auth": "authenticated", "strip_prefix": true],
-        ])
+        ], environment: ["KEEL_HTTP_IDLE_TIMEOUT_SECONDS": "1", "KEEL_HTTP_HEADER_TIMEOUT_SECONDS": "1"])
 
         let received = Mutex<[String]>([])
         var configuration = WebSocketClientConfiguration()
@@ -35,6 +35,8 @@ import Testing
             let hello = try await next()
             try await outbound.write(.text("ping"))
             let text = try await next()
+            // Longer than HTTP's idle and head deadlines: an upgraded connection is no longer held to them.
+            try await Task.sleep(for: .milliseconds(1500))
             try await outbound.write(.binary(ByteBuffer(bytes: [1, 2, 3])))
             let binary = try await next()
             try await outbound.close(.normalClosure, reason: nil)

@@ -7,6 +7,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Synchronization
 
 extension Gateway {
     /// Bodies up to this size are read before forwarding, so that a failed attempt can be retried or
@@ -80,7 +81,7 @@ extension Gateway {
         }
 
         let forwarding = ForwardingContext(
-            clientIP: context.clientIP, scheme: "http", originalHost: request.head.authority,
+            clientIP: context.clientIP, scheme: scheme, originalHost: request.head.authority,
             requestID: context.requestID, traceparent: tracing ? nil : Self.traceparent(request.headers[.traceparent]), upstreamHost: "",
             subject: principal?.subject, roles: principal?.roles ?? [],
             dropCredentials: active.access != .public && !route.forwardToken)
@@ -155,12 +156,13 @@ extension Gateway {
                 (pool, usingFallback, tried) = (fallback, true, [])
                 continue
             }
-            return stream(response, from: pool, instance: index, exchange: exchange)
+            return try await answer(with: response, from: pool, instance: index, exchange: exchange)
         }
     }
 
-    /// The upstream's response, its body passed on chunk by chunk (SSE events arrive as they are sent).
-    private func stream(_ upstream: HTTPClientResponse, from pool: UpstreamPool, instance index: Int, exchange answered: Exchange) -> Response {
+    /// The upstream's response. A small body of known length is read whole and goes out with the head in
+    /// one write; any other is passed on chunk by chunk as it arrives (SSE events as they are sent).
+    private func answer(with upstream: HTTPClientResponse, from pool: UpstreamPool, instance index: Int, exchange answered: Exchange) async throws -> Response {
         var answered = answered
         answered.status = Int(upstream.status.code)
         var headers = HTTPFields(returning: upstream.headers)
@@ -168,6 +170,19 @@ extension Gateway {
         let exchange = answered
         let length = upstream.headers.first(name: "content-length").flatMap(Int.init)
         let outcome: UpstreamPool.Outcome = exchange.status >= 500 ? .failure : .success
+        let status = HTTPResponse.Status(code: exchange.status, reasonPhrase: upstream.status.reasonPhrase)
+        if let length, length <= Self.replayableBodyLimit {
+            let body: ByteBuffer
+            do {
+                body = try await upstream.body.collect(upTo: length)
+            } catch {
+                pool.finish(index, outcome: .failure)
+                throw UpstreamFailure(error)
+            }
+            pool.finish(index, outcome: outcome)
+            finish(exchange, bytes: body.readableBytes)
+            return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: body))
+        }
         let body = ResponseBody(contentLength: length) { [self] writer in
             var bytes = 0
             do {
@@ -187,8 +202,7 @@ extension Gateway {
             pool.finish(index, outcome: outcome)
             finish(exchange, bytes: bytes)
         }
-        return Response(status: HTTPResponse.Status(code: exchange.status, reasonPhrase: upstream.status.reasonPhrase),
-                        headers: headers, body: body)
+        return Response(status: status, headers: headers, body: body)
     }
 
     /// Metrics and the access-log line of a finished exchange.
@@ -237,11 +251,20 @@ extension Gateway {
            header.utf8.allSatisfy({ $0 == UInt8(ascii: "-") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) }) {
             return header
         }
-        func hex(_ bytes: Int) -> String {
-            (0..<bytes).map { _ in String(UInt8.random(in: 0...255), radix: 16).leftPadded(2) }.joined()
+        // IDs need to be unique, not secret: a counter mixed with a per-process random seed (SplitMix64)
+        // instead of a getrandom call per byte.
+        let base = traceSequence.wrappingAdd(3, ordering: .relaxed).oldValue &+ traceSeed
+        func hex(_ offset: UInt64) -> String {
+            var z = base &+ offset &* 0x9E37_79B9_7F4A_7C15
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return String(z ^ (z >> 31), radix: 16).leftPadded(16)
         }
-        return "00-\(hex(16))-\(hex(8))-00"
+        return "00-" + hex(0) + hex(1) + "-" + hex(2) + "-00"
     }
+
+    private static let traceSeed = UInt64.random(in: .min ... .max)
+    private static let traceSequence = Atomic<UInt64>(0)
 
     static func cookie(named name: String, in headers: [String]) -> String? {
         for header in headers {

@@ -18,6 +18,8 @@ public final class Gateway: Sendable {
     let accessLog: Bool
     /// Spans are exported: the HTTP client makes a span per forwarded request and sends its `traceparent`.
     let tracing: Bool
+    /// `https` when this process terminates TLS: the `X-Forwarded-Proto` upstreams get.
+    let scheme: String
     let logger = Logger(label: "keel.gateway")
     private let table = Mutex(RoutingTable(routes: []))
     /// The store revision and registered instances the table was built from.
@@ -25,11 +27,12 @@ public final class Gateway: Sendable {
     /// Made on first use, so that processes that never proxy (or only build the module) own no client to shut down.
     private let clientBox = Mutex<HTTPClient?>(nil)
 
-    init(authenticator: any RequestAuthenticator, limiter: RateLimiter, accessLog: Bool, tracing: Bool) {
+    init(authenticator: any RequestAuthenticator, limiter: RateLimiter, accessLog: Bool, tracing: Bool, scheme: String) {
         self.authenticator = authenticator
         self.limiter = limiter
         self.accessLog = accessLog
         self.tracing = tracing
+        self.scheme = scheme
     }
 
     var client: HTTPClient {

@@ -49,12 +49,13 @@ struct GatewayWebSocketForwarder: WebSocketForwarder {
         let target = (instance.url.secure ? "wss://" : "ws://") + instance.url.authority
             + ActiveRoute.join(instance.url.basePath, active.upstreamPath(for: path)) + (request.uri.query.map { "?" + $0 } ?? "")
         let headers = Self.upstreamHeaders(head.headerFields, forwarding: ForwardingContext(
-            clientIP: context.clientIP, scheme: "http", originalHost: head.authority, requestID: context.requestID,
+            clientIP: context.clientIP, scheme: gateway.scheme, originalHost: head.authority, requestID: context.requestID,
             traceparent: Gateway.traceparent(head.headerFields[.traceparent]), upstreamHost: instance.url.hostHeader,
             subject: principal?.subject, roles: principal?.roles ?? [],
             dropCredentials: active.access != .public && !route.forwardToken))
         let exchange = Exchange(route: active, request: request, requestID: context.requestID, remote: context.clientIP, start: .now, path: path)
         let gateway = self.gateway
+        await ReadDeadlines.stopWatching(channel)
 
         return .upgrade([.xRequestID: context.requestID]) { inbound, outbound, _ in
             var finished = exchange
