@@ -199,14 +199,21 @@ import Testing
         try chunked.send("POST /app/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
                          + "7d0\r\n" + String(repeating: "y", count: 2000) + "\r\n0\r\n\r\n")
         #expect(chunked.readAll().hasPrefix("HTTP/1.1 413"))
-        // Content-Length and Transfer-Encoding together is how requests are smuggled past proxies: the
-        // connection is closed at once, nothing forwarded.
+        // Content-Length and Transfer-Encoding together is how requests are smuggled past proxies: refused
+        // and the connection closed, nothing forwarded.
         let smuggled = try RawConnection(port: gateway.port)
         try smuggled.send("POST /app/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /app/admin HTTP/1.1\r\nHost: x\r\n\r\n")
         let started = ContinuousClock.now
-        #expect(smuggled.readAll() == "")
+        #expect(smuggled.readAll().hasPrefix("HTTP/1.1 400"))
         #expect(ContinuousClock.now - started < .seconds(2))
+        // Heads over the limits are refused as such; a line break inside a header value is malformed.
+        let oversized = try RawConnection(port: gateway.port)
+        try oversized.send("GET /app/echo HTTP/1.1\r\nHost: x\r\nX-Big: \(String(repeating: "b", count: 100_000))\r\n\r\n")
+        #expect(oversized.readAll().hasPrefix("HTTP/1.1 431"))
+        let injected = try RawConnection(port: gateway.port)
+        try injected.send("GET /app/echo HTTP/1.1\r\nHost: x\r\nX-Note: a\rX-Keel-Subject: usr_admin\r\n\r\n")
+        #expect(injected.readAll().hasPrefix("HTTP/1.1 400"))
         let hits = try await upstream.hits()
-        #expect(hits["POST /echo"] == nil && hits["GET /admin"] == nil)
+        #expect(hits["POST /echo"] == nil && hits["GET /admin"] == nil && hits["GET /echo"] == nil)
     }
 }

@@ -13,8 +13,8 @@ public protocol WebSocketForwarder: Sendable {
         -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>>
 }
 
-/// The WebSocket-capable HTTP/1 channel, with malformed requests (such as `Content-Length` and
-/// `Transfer-Encoding` together, how requests are smuggled past proxies) closing the connection: the
+/// The WebSocket-capable HTTP/1 channel, with malformed requests answered and the connection closed
+/// (`Content-Length` with `Transfer-Encoding`, how requests are smuggled past proxies, is one): the
 /// upgrade pipeline leaves parser errors unhandled, which would keep such a connection open forever.
 struct WebSocketUpgradeChannel: ServerChildChannel {
     let base: HTTP1WebSocketUpgradeChannel
@@ -31,18 +31,25 @@ struct WebSocketUpgradeChannel: ServerChildChannel {
     }
 }
 
-final class CloseOnMalformedRequest: ChannelInboundHandler, RemovableChannelHandler, Sendable {
+/// 431 for a head over the decoder's limits, 400 for any other malformed request; then the connection closes.
+final class CloseOnMalformedRequest: ChannelDuplexHandler, RemovableChannelHandler, Sendable {
     typealias InboundIn = NIOAny
+    typealias OutboundIn = NIOAny
+    typealias OutboundOut = HTTPServerResponsePart
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         context.fireChannelRead(data)
     }
 
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        context.write(data, promise: promise)
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if error is HTTPParserError {
-            context.close(promise: nil)
-        } else {
-            context.fireErrorCaught(error)
-        }
+        guard let error = error as? HTTPParserError else { return context.fireErrorCaught(error) }
+        let status: HTTPResponseStatus = error == .headerOverflow ? .requestHeaderFieldsTooLarge : .badRequest
+        let head = HTTPResponseHead(version: .http1_1, status: status, headers: ["Connection": "close", "Content-Length": "0"])
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in context.close(promise: nil) }
     }
 }
