@@ -87,11 +87,14 @@ import Testing
             #expect(try await issuer.fetches() == before + 1)
             // Made-up kids do not turn into a fetch per request.
             try await Task.sleep(for: .milliseconds(600))
+            var forged: [String] = []
+            for index in 0..<5 { forged.append(try await issuer.mint(claims, extra: ["kid": "forged-\(index)"])) }
             let spamStart = try await issuer.fetches()
-            for index in 0..<5 {
-                try await refused(try await issuer.mint(claims, extra: ["kid": "forged-\(index)"]), "unknown kid")
-            }
-            #expect(try await issuer.fetches() <= spamStart + 1)
+            let spamBegan = ContinuousClock.now
+            for token in forged { try await refused(token, "unknown kid") }
+            // At most one refetch per 0.5 s interval, however slow a loaded machine makes the five calls.
+            let intervals = Int((ContinuousClock.now - spamBegan) / .milliseconds(500))
+            #expect(try await issuer.fetches() <= spamStart + 1 + intervals)
 
             let listed = try await keel.call(.get, "/api/v1/auth/issuers", as: .bearer(admin))
             #expect(listed.items.first?["name"] as? String == "keycloak")
