@@ -163,14 +163,18 @@ extension IdentityService {
     func permissionErrors(_ permissions: [String]) -> [FieldError] {
         if permissions.count > 100 { return [FieldError(field: "permissions", message: "must list at most 100 permissions")] }
         return permissions.enumerated().compactMap { index, permission in
-            Permissions.isKnown(permission) ? nil
-                : FieldError(field: "permissions[\(index)]", message: "\"\(permission)\" is not a permission (see GET /api/v1/permissions)")
+            Permissions.isGrantable(permission) ? nil
+                : FieldError(field: "permissions[\(index)]",
+                             message: "\"\(permission)\" is neither a Keel permission (see GET /api/v1/permissions) nor an application permission such as orders:read")
         }
     }
 
+    /// Keel's own permissions can only be handed on by someone holding them. Application permissions are
+    /// the vocabulary of the services behind the gateway: whoever may write roles may grant them (an API
+    /// key still only gets what its owner holds).
     func checkHolds(_ permissions: some Sequence<String>, caller: Principal?) throws {
         guard let caller else { return }
-        let missing = Set(permissions).subtracting(caller.permissions)
+        let missing = Set(permissions.filter(Permissions.isKnown)).subtracting(caller.permissions)
         guard missing.isEmpty else {
             throw Problem.forbidden("You cannot grant permissions you do not hold: \(missing.sorted().joined(separator: ", ")).")
         }

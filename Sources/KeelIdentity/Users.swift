@@ -275,22 +275,23 @@ extension IdentityService {
         }
     }
 
-    /// Nobody hands out permissions they do not hold themselves.
+    /// Nobody hands out Keel permissions they do not hold themselves (application permissions are for
+    /// whoever manages users and roles to hand out, as in `checkHolds`).
     func checkGrant(roles: [String], caller: Principal?) async throws {
         guard let caller else { return }
         let known = try await freshRoles()
-        let granted = roles.reduce(into: Set<String>()) { $0.formUnion(known[$1]?.permissions ?? []) }
+        let granted = roles.reduce(into: Set<String>()) { $0.formUnion((known[$1]?.permissions ?? []).filter(Permissions.isKnown)) }
         let missing = granted.subtracting(caller.permissions)
         guard missing.isEmpty else {
             throw Problem.forbidden("You cannot grant permissions you do not hold: \(missing.sorted().joined(separator: ", ")).")
         }
     }
 
-    /// Nobody manages an account that holds permissions they do not.
+    /// Nobody manages an account that holds Keel permissions they do not.
     func checkMayManage(_ target: UserState, caller: Principal?) async throws {
         guard let caller else { return }
         let known = try await freshRoles()
-        let held = target.record.roles.reduce(into: Set<String>()) { $0.formUnion(known[$1]?.permissions ?? []) }
+        let held = target.record.roles.reduce(into: Set<String>()) { $0.formUnion((known[$1]?.permissions ?? []).filter(Permissions.isKnown)) }
         guard held.isSubset(of: caller.permissions) else {
             throw Problem.forbidden("\(target.displayName) holds permissions you do not; only a peer or superior may change that account.")
         }

@@ -121,3 +121,38 @@ import Testing
         }
     }
 }
+
+/// Routes guarded by an application's own permission, granted through a custom role.
+@Suite struct ApplicationPermissionTests {
+    @Test func aRouteNeedingAnApplicationPermissionAdmitsOnlyItsHolders() async throws {
+        let upstream = try await Upstream("orders")
+        let gateway = try await GatewayServer(routes: ["orders": route("/orders", [upstream], auth: "orders:read")])
+        let admin = ["Authorization": "Bearer \(try await gateway.adminToken())", "Content-Type": "application/json"]
+
+        // Keel's own namespaces hold only Keel's permissions; application permissions are lower-case namespace:action.
+        let bad = try await gateway.send("POST", "/api/v1/roles", headers: admin,
+                                         body: #"{"name": "bad", "permissions": ["jobs:fly", "Orders:Read", "orders:read"]}"#)
+        #expect(bad.status == 422)
+        let badFields = (bad.json["errors"] as? [[String: Any]] ?? []).compactMap { $0["field"] as? String }
+        #expect(badFields == ["permissions[0]", "permissions[1]"])
+        #expect(try await gateway.send("POST", "/api/v1/roles", headers: admin,
+                                       body: #"{"name": "orders-reader", "permissions": ["orders:read"]}"#).status == 201)
+        let created = try await gateway.send("POST", "/api/v1/users", headers: admin,
+                                             body: #"{"email": "clerk@example.com", "password": "clerk-passphrase-123", "roles": ["orders-reader"]}"#)
+        #expect(created.status == 201, "\(created.body)")
+        let login = try await gateway.send("POST", "/api/v1/auth/login", headers: ["Content-Type": "application/json"],
+                                           body: #"{"email": "clerk@example.com", "password": "clerk-passphrase-123"}"#)
+        let clerk = try #require(login.json["access_token"] as? String)
+
+        let allowed = try await gateway.send("GET", "/orders/42", headers: ["Authorization": "Bearer \(clerk)"])
+        #expect(allowed.status == 200)
+        #expect(allowed.upstreamHeaders["x-keel-roles"] == ["orders-reader"])
+        // Deny by default: even an admin needs the permission granted.
+        #expect(try await gateway.send("GET", "/orders/42", headers: ["Authorization": admin["Authorization"]!]).status == 403)
+        #expect(try await upstream.hits()["GET /42"] == 1)
+
+        let unknown = try await gateway.send("POST", "/api/v1/gateway/routes", headers: admin,
+                                             body: #"{"name": "x", "match": {"prefix": "/x"}, "upstreams": [{"url": "\#(upstream.url)"}], "auth": "jobs:fly"}"#)
+        #expect(unknown.status == 422)
+    }
+}

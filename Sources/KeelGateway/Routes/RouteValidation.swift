@@ -53,7 +53,7 @@ extension GatewayRoute {
                 errors.append(FieldError(field: "rewrite_prefix", message: Self.pathRule))
             }
         }
-        check(Self.isValidAuth(auth), "auth", "must be public, authenticated, or a permission such as orders:read")
+        check(Self.isValidAuth(auth), "auth", "must be public, authenticated, a Keel permission such as jobs:read, or an application permission such as orders:read")
         check((0.1...3600).contains(timeoutSeconds), "timeout_seconds", "must be from 0.1 to 3600")
         check((0...5).contains(retries), "retries", "must be from 0 to 5")
         check((0...(1 << 30)).contains(maxBodyBytes), "max_body_bytes", "must be from 0 to 1073741824 (1 GiB)")
@@ -139,11 +139,7 @@ extension GatewayRoute {
     }
 
     static func isValidAuth(_ auth: String) -> Bool {
-        if auth == "public" || auth == "authenticated" { return true }
-        let parts = auth.split(separator: ":", omittingEmptySubsequences: false)
-        return parts.count == 2 && auth.utf8.count <= 100 && parts.allSatisfy { part in
-            !part.isEmpty && part.unicodeScalars.allSatisfy { ("a"..."z").contains($0) || ("0"..."9").contains($0) || "._-*".unicodeScalars.contains($0) }
-        }
+        auth == "public" || auth == "authenticated" || Permissions.isGrantable(auth)
     }
 
     static func isValidHostPattern(_ host: String) -> Bool {

@@ -23,30 +23,25 @@ public enum Permissions {
     public static let all: Set<String> = Set(catalog.map(\.name))
 
     public static func isKnown(_ permission: String) -> Bool { all.contains(permission) }
+
+    /// The namespaces of Keel's own permissions (`users`, `jobs`, `gateway`, ...).
+    public static let keelNamespaces: Set<String> = Set(catalog.map { String($0.name.prefix { $0 != ":" }) })
+
+    /// An application's own permission, such as `orders:read`: roles may hold it and gateway routes may
+    /// require it. Lower-case `namespace:action` (letters, digits, `.`, `_`, `-`; `*` in the action), at
+    /// most 100 characters, outside Keel's namespaces.
+    public static func isApplicationPermission(_ permission: String) -> Bool {
+        let parts = permission.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 2, permission.utf8.count <= 100, !keelNamespaces.contains(String(parts[0])) else { return false }
+        func valid(_ part: Substring, star: Bool) -> Bool {
+            !part.isEmpty && part.unicodeScalars.allSatisfy {
+                ("a"..."z").contains($0) || ("0"..."9").contains($0) || "._-".unicodeScalars.contains($0) || (star && $0 == "*")
+            }
+        }
+        return valid(parts[0], star: false) && valid(parts[1], star: true)
+    }
+
+    /// What a role, API key or route may name: one of Keel's permissions or an application permission.
+    public static func isGrantable(_ permission: String) -> Bool { isKnown(permission) || isApplicationPermission(permission) }
 }
 
-/// The four roles every Keel store starts with. They cannot be changed or deleted, so what they mean
-/// stays the same across installations; custom roles cover anything else.
-public enum BuiltInRoles {
-    public static let admin = "admin"
-    public static let operator_ = "operator"
-    public static let developer = "developer"
-    public static let viewer = "viewer"
-
-    public static let definitions: [(name: String, description: String, permissions: Set<String>)] = [
-        (admin, "Everything, including users, roles and keys.", Permissions.all),
-        (operator_, "Runs the platform: jobs, gateway, AI configuration; reads users and the audit log.", [
-            "users:read", "roles:read", "apikeys:read", "apikeys:write", "audit:read", "nodes:read",
-            "jobs:read", "jobs:write", "gateway:read", "gateway:admin", "gateway:register", "ai:read", "ai:admin", "ai:use",
-        ]),
-        (developer, "Builds on the platform: enqueues jobs, calls AI, owns API keys.", [
-            "roles:read", "apikeys:read", "apikeys:write", "nodes:read",
-            "jobs:read", "jobs:write", "gateway:read", "ai:read", "ai:use",
-        ]),
-        (viewer, "Reads dashboards and lists, changes nothing.", [
-            "roles:read", "nodes:read", "jobs:read", "gateway:read", "ai:read",
-        ]),
-    ]
-
-    public static func isBuiltIn(_ name: String) -> Bool { definitions.contains { $0.name == name } }
-}
