@@ -97,7 +97,7 @@ import Testing
         #expect(nobody.stderr.contains("No user has the id or email nobody@example.com"))
         let badPermission = try await keel(["apikeys", "create", "--name", "x", "--owner", "billing", "--permission", "everything"])
         #expect(badPermission.process.terminationStatus == 2)
-        #expect(badPermission.stderr.contains("\"everything\" is not a permission"))
+        #expect(badPermission.stderr.contains("\"everything\" is neither a Keel permission"))
         let badEmail = try await keel(["users", "create", "not-an-email"])
         #expect(badEmail.process.terminationStatus == 2)
         #expect(badEmail.stderr.contains("email: must be an email address"))
