@@ -32,6 +32,7 @@ let package = Package(
         .target(name: "CKeelSystem"),
         .target(name: "KeelCore", dependencies: [
             "CKeelSystem",
+            .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Yams", package: "Yams"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -104,9 +105,18 @@ let package = Package(
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
+        .target(name: "KeelAI", dependencies: [
+            "KeelCore", "KeelStore", "KeelServer",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
         // Composes the capability modules into one server; the executable and the whole-API tests use it.
         .target(name: "KeelPlatform", dependencies: [
-            "KeelCore", "KeelStore", "KeelServer", "KeelTelemetry", "KeelIdentity", "KeelJobs", "KeelGateway",
+            "KeelCore", "KeelStore", "KeelServer", "KeelTelemetry", "KeelIdentity", "KeelJobs", "KeelGateway", "KeelAI",
         ]),
         .executableTarget(name: "keel", dependencies: [
             "KeelCore", "KeelStore", "KeelServer", "KeelTelemetry", "KeelIdentity", "KeelJobs", "KeelPlatform",
@@ -145,6 +155,10 @@ let package = Package(
             .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "HummingbirdTesting", package: "hummingbird"),
+        ]),
+        .testTarget(name: "KeelAITests", dependencies: [
+            "KeelAI", "KeelServer", "KeelPlatform", "KeelTestSupport",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
         ]),
         .testTarget(name: "KeelMailTests", dependencies: ["KeelMail", "KeelCore", "KeelTestSupport"]),
         .testTarget(name: "KeelCLITests", dependencies: ["KeelCore", "KeelTestSupport"]),
