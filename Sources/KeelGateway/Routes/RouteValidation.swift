@@ -157,11 +157,6 @@ extension GatewayRoute {
     }
 }
 
-/// A route (or registration) with mistakes; answered as a 422 listing every field.
-public struct ValidationFailure: Error, Sendable {
-    public let errors: [FieldError]
-}
-
 /// An upstream's parsed address: scheme, host, port and base path.
 struct UpstreamURL: Sendable, Hashable {
     let secure: Bool

@@ -131,6 +131,12 @@ extension Problem {
     }
 }
 
+/// A definition (a gateway route, an AI model, ...) with mistakes; answered as a 422 listing every field.
+public struct ValidationFailure: Error, Sendable {
+    public let errors: [FieldError]
+    public init(errors: [FieldError]) { self.errors = errors }
+}
+
 /// One invalid field of a request body, in a validation problem's `errors`.
 public struct FieldError: Sendable, Equatable {
     public var field: String
