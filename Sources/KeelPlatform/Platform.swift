@@ -1,3 +1,4 @@
+import KeelAI
 import KeelCore
 import KeelGateway
 import KeelIdentity
@@ -9,7 +10,7 @@ import KeelTelemetry
 /// The capabilities this binary hosts, composed in one place for `up`, `serve`, `migrate` and the
 /// tests that hold the whole API to its documentation and access matrix.
 public enum Platform {
-    public static var migrations: [Migration] { KeelMigrations.all + IdentityModule.migrations + JobsModule.migrations + GatewayModule.migrations }
+    public static var migrations: [Migration] { KeelMigrations.all + IdentityModule.migrations + JobsModule.migrations + GatewayModule.migrations + AIModule.migrations }
 
     /// The job handlers compiled into this binary: Keel's built-in tasks, set up from `config` (the mail server).
     public static func tasks(_ config: KeelConfig) -> JobRegistry {
@@ -26,7 +27,8 @@ public enum Platform {
         let jobs = JobQueue(store: store, tasks: tasks ?? Platform.tasks(config))
         return ([IdentityModule(service: identity, printFirstAdminPassword: printFirstAdminPassword),
                  JobsModule(queue: jobs, concurrency: config.workerQueues),
-                 GatewayModule(config: config, store: store, authenticator: identity)], identity)
+                 GatewayModule(config: config, store: store, authenticator: identity),
+                 AIModule(config: config, store: store)], identity)
     }
 
     public static func server(config: KeelConfig, store: any Store, telemetry: Telemetry) -> KeelServer {

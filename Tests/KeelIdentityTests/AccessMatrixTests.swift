@@ -46,6 +46,10 @@ import Testing
         "DELETE /api/v1/gateway/routes/{name}": "gateway:admin", "GET /api/v1/gateway/services": "gateway:read",
         "PUT /api/v1/gateway/services/{service}/instances": "gateway:register",
         "DELETE /api/v1/gateway/services/{service}/instances": "gateway:register",
+        "GET /api/v1/ai/providers": "ai:read", "POST /api/v1/ai/providers": "ai:admin", "PUT /api/v1/ai/providers/{name}": "ai:admin",
+        "DELETE /api/v1/ai/providers/{name}": "ai:admin", "GET /api/v1/ai/models": "ai:read", "POST /api/v1/ai/models": "ai:admin",
+        "GET /api/v1/ai/models/{name}": "ai:read", "PUT /api/v1/ai/models/{name}": "ai:admin", "DELETE /api/v1/ai/models/{name}": "ai:admin",
+        "POST /v1/chat/completions": "ai:use", "POST /v1/embeddings": "ai:use", "GET /v1/models": "ai:use",
     ]
 
     /// What each built-in role may do, written out independently of the code that defines the roles.

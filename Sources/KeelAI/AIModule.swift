@@ -1,0 +1,145 @@
+import Foundation
+import Hummingbird
+import KeelCore
+import KeelServer
+import KeelStore
+import Logging
+import ServiceLifecycle
+
+/// The AI gateway as a Keel module: its schema, `/api/v1/ai/providers|models` for operators and the
+/// OpenAI-compatible `/v1/...` for callers, on the api role.
+public struct AIModule: KeelModule {
+    let ai: AIGateway
+
+    public init(config: KeelConfig, store: any Store, clock: any KeelClock = SystemClock()) {
+        let catalog = CatalogStore(store: store, clock: clock, box: SecretBox(secretKey: config.secretKey, purpose: "keel ai provider credentials v1"))
+        ai = AIGateway(catalog: catalog, usage: UsageLog(store: store))
+    }
+
+    public static let migrations = AIMigrations.all
+
+    public var migrations: [Migration] { Self.migrations }
+
+    public func register(on routes: inout RouteRegistrar, context: ModuleContext) {
+        guard context.config.roles.contains(.api) else { return }
+        AIAdminRoutes(ai: ai, limits: context.limits).register(on: &routes)
+        OpenAIEndpoints(ai: ai).register(on: &routes)
+    }
+
+    public func prepare(context: ModuleContext) async throws {
+        if context.config.roles.contains(.api) { try await ai.reload(force: true) }
+    }
+
+    public func services(context: ModuleContext) -> [any Service] {
+        context.config.roles.contains(.api) ? [CatalogRefresher(ai: ai, readiness: context.readiness)] : []
+    }
+
+    public func middlewares(context: ModuleContext) -> [any MiddlewareProtocol<Request, Response, KeelRequestContext>] {
+        context.config.roles.contains(.api) ? [OpenAIErrorMiddleware()] : []
+    }
+}
+
+/// Picks up provider and model changes made through any replica, about once a second.
+struct CatalogRefresher: Service {
+    let ai: AIGateway
+    let readiness: Readiness
+    let logger = Logger(label: "keel.ai")
+
+    func run() async throws {
+        guard await readiness.waitUntilMigrated() else { return }
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(1))
+                do {
+                    try await ai.reload(force: false)
+                } catch {
+                    logger.warning("cannot reload AI providers and models; keeping the current ones", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+        await ai.shutdown()
+    }
+}
+
+/// `/api/v1/ai/providers` and `/api/v1/ai/models`: read with `ai:read`, change with `ai:admin`.
+struct AIAdminRoutes {
+    let ai: AIGateway
+    let limits: RequestLimits
+
+    func register(on routes: inout RouteRegistrar) {
+        let (ai, limits) = (self.ai, self.limits)
+        let catalog = ai.catalog
+        routes.add(.get, "/api/v1/ai/providers", access: .permission("ai:read")) { _, _ in
+            try .json(["items": try await catalog.providerViews()])
+        }
+        routes.add(.post, "/api/v1/ai/providers", access: .permission("ai:admin")) { request, _ in
+            let provider = try Self.validated(try await request.decodeJSON(AIProvider.self, limits: limits))
+            let view = try await catalog.saveProvider(provider, createOnly: true)
+            try await ai.reload(force: true)
+            return try .json(view, status: .created)
+        }
+        routes.add(.put, "/api/v1/ai/providers/{name}", access: .permission("ai:admin")) { request, context in
+            let name = try context.parameters.require("name")
+            var provider = try await request.decodeJSON(AIProvider.self, limits: limits)
+            guard provider.name == name else {
+                throw Problem.validation("The provider's name must match the path.", errors: [FieldError(field: "name", message: "must be \(name)")])
+            }
+            provider = try Self.validated(provider)
+            let view = try await catalog.saveProvider(provider, createOnly: false)
+            try await ai.reload(force: true)
+            return try .json(view)
+        }
+        routes.add(.delete, "/api/v1/ai/providers/{name}", access: .permission("ai:admin")) { _, context in
+            try await catalog.deleteProvider(named: try context.parameters.require("name"))
+            try await ai.reload(force: true)
+            return Response(status: .noContent)
+        }
+        routes.add(.get, "/api/v1/ai/models", access: .permission("ai:read")) { _, _ in
+            try .json(["items": try await catalog.models()])
+        }
+        routes.add(.post, "/api/v1/ai/models", access: .permission("ai:admin")) { request, _ in
+            let model = try await Self.validated(try await request.decodeJSON(AIModel.self, limits: limits), catalog: catalog)
+            let stored = try await catalog.saveModel(model, createOnly: true)
+            try await ai.reload(force: true)
+            return try .json(stored, status: .created)
+        }
+        routes.add(.get, "/api/v1/ai/models/{name}", access: .permission("ai:read")) { _, context in
+            let name = try context.parameters.require("name")
+            guard let stored = try await catalog.model(named: name) else { throw Problem.notFound("No AI model is named \(name).") }
+            return try .json(stored)
+        }
+        routes.add(.put, "/api/v1/ai/models/{name}", access: .permission("ai:admin")) { request, context in
+            let name = try context.parameters.require("name")
+            var model = try await request.decodeJSON(AIModel.self, limits: limits)
+            if model.name.isEmpty { model.name = name }
+            guard model.name == name else {
+                throw Problem.validation("The model's name must match the path.", errors: [FieldError(field: "name", message: "must be \(name) or left out")])
+            }
+            let stored = try await catalog.saveModel(try await Self.validated(model, catalog: catalog), createOnly: false)
+            try await ai.reload(force: true)
+            return try .json(stored)
+        }
+        routes.add(.delete, "/api/v1/ai/models/{name}", access: .permission("ai:admin")) { _, context in
+            try await catalog.deleteModel(named: try context.parameters.require("name"))
+            try await ai.reload(force: true)
+            return Response(status: .noContent)
+        }
+    }
+
+    static func validated(_ provider: AIProvider) throws -> AIProvider {
+        do throws(ValidationFailure) {
+            return try provider.validated()
+        } catch {
+            throw Problem.validation("The provider is not valid.", errors: error.errors)
+        }
+    }
+
+    static func validated(_ model: AIModel, catalog: CatalogStore) async throws -> AIModel {
+        let providers = try await catalog.providerNames()
+        do throws(ValidationFailure) {
+            return try model.validated(providers: providers)
+        } catch {
+            throw Problem.validation("The model is not valid.", errors: error.errors)
+        }
+    }
+}

@@ -1,0 +1,242 @@
+import AsyncHTTPClient
+import Foundation
+import HTTPTypes
+import Hummingbird
+import KeelCore
+import KeelServer
+import NIOCore
+import NIOHTTP1
+
+/// The OpenAI-compatible surface: `POST /v1/chat/completions` (streaming too), `POST /v1/embeddings`,
+/// `GET /v1/models`, for callers holding `ai:use`. Requests are checked before any upstream is called;
+/// errors come back in OpenAI's shape (see ``OpenAIErrorMiddleware``).
+struct OpenAIEndpoints {
+    let ai: AIGateway
+    /// Largest request body (a long conversation with images inline).
+    static let maxBodyBytes = 16 << 20
+    /// Largest non-streamed upstream answer read.
+    static let maxResponseBytes = 32 << 20
+
+    enum Endpoint: String {
+        case chat = "chat/completions"
+        case embeddings
+    }
+
+    func register(on routes: inout RouteRegistrar) {
+        let ai = self.ai
+        routes.add(.post, "/v1/chat/completions", access: .permission("ai:use")) { request, context in
+            try await Self.forward(.chat, request: request, context: context, ai: ai)
+        }
+        routes.add(.post, "/v1/embeddings", access: .permission("ai:use")) { request, context in
+            try await Self.forward(.embeddings, request: request, context: context, ai: ai)
+        }
+        routes.add(.get, "/v1/models", access: .permission("ai:use")) { _, _ in
+            let data: [JSONValue] = ai.models.keys.sorted().map { name in
+                .object(["id": .string(name), "object": .string("model"), "created": .number(0), "owned_by": .string("keel")])
+            }
+            return try .json(JSONValue.object(["object": .string("list"), "data": .array(data)]))
+        }
+    }
+
+    /// The request's JSON object, checked for what the endpoint needs.
+    static func parse(_ endpoint: Endpoint, request: Request) async throws -> [String: JSONValue] {
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.body.collect(upTo: maxBodyBytes)
+        } catch is NIOTooManyBytesError {
+            throw Problem.contentTooLarge(limit: maxBodyBytes)
+        }
+        guard case .object(let fields)? = try? JSONDecoder().decode(JSONValue.self, from: Data(buffer: buffer)) else {
+            throw Problem.malformedJSON("The body must be a JSON object.")
+        }
+        func invalid(_ param: String, _ message: String) -> Problem {
+            Problem.validation(message, errors: [FieldError(field: param, message: message)])
+        }
+        guard case .string(let model)? = fields["model"], !model.isEmpty else { throw invalid("model", "model is required: the name of a model (see GET /v1/models).") }
+        _ = model
+        if let stream = fields["stream"] {
+            guard case .bool = stream else { throw invalid("stream", "stream must be true or false.") }
+            if endpoint == .embeddings { throw invalid("stream", "Embeddings cannot be streamed.") }
+        }
+        switch endpoint {
+        case .chat:
+            guard case .array(let messages)? = fields["messages"], !messages.isEmpty else {
+                throw invalid("messages", "messages must be a non-empty array of {role, content}.")
+            }
+            let roles: Set<String> = ["system", "developer", "user", "assistant", "tool", "function"]
+            for (index, message) in messages.enumerated() {
+                guard case .object(let members) = message, case .string(let role)? = members["role"], roles.contains(role) else {
+                    throw invalid("messages[\(index)].role", "messages[\(index)].role must be one of \(roles.sorted().joined(separator: ", ")).")
+                }
+                switch members["content"] {
+                case .string?, .array?, .null?: break
+                case nil where role == "assistant": break
+                default: throw invalid("messages[\(index)].content", "messages[\(index)].content must be a string or an array of content parts.")
+                }
+            }
+        case .embeddings:
+            switch fields["input"] {
+            case .string(let text)? where !text.isEmpty: break
+            case .array(let items)? where !items.isEmpty: break
+            default: throw invalid("input", "input must be a non-empty string or array.")
+            }
+        }
+        return fields
+    }
+
+    static func forward(_ endpoint: Endpoint, request: Request, context: KeelRequestContext, ai: AIGateway) async throws -> Response {
+        let principal = try context.requirePrincipal()
+        var fields = try await parse(endpoint, request: request)
+        guard case .string(let name)? = fields["model"], let model = ai.models[name] else {
+            throw Problem(status: .notFound, slug: "model-not-found", title: "Model not found",
+                          detail: "The model \(fields["model"].flatMap { if case .string(let s) = $0 { s } else { nil } } ?? "") does not exist (see GET /v1/models).")
+        }
+        let streamed = fields["stream"] == .bool(true)
+        if streamed {
+            // Ask for the usage chunk, so tokens are counted exactly from the stream.
+            var options: [String: JSONValue] = [:]
+            if case .object(let existing)? = fields["stream_options"] { options = existing }
+            options["include_usage"] = .bool(true)
+            fields["stream_options"] = .object(options)
+        }
+        let started = ContinuousClock.now
+        var record = UsageRecord(at: Date(), credentialID: principal.credentialID, subject: principal.subject, model: name,
+                                 endpoint: endpoint.rawValue, status: 0, tokensIn: 0, tokensOut: 0, cost: 0, latency: .zero, streamed: streamed)
+        var lastFailure = "no deployment could be tried"
+        var attempts = 0
+        let plan = ai.plan(for: model)
+        // Each deployment in plan order; a model with fewer than three gets another round after a backoff.
+        while attempts < max(plan.count, 3) {
+            let deployment = plan[attempts % plan.count]
+            if attempts >= plan.count { try await Task.sleep(for: .milliseconds(100 << min(attempts - plan.count, 3))) }
+            attempts += 1
+            guard let provider = ai.provider(named: deployment.provider) else { continue }
+            fields["model"] = .string(deployment.model)
+            var outgoing = HTTPClientRequest(url: provider.baseURL + "/" + endpoint.rawValue)
+            outgoing.method = .POST
+            outgoing.headers.add(name: "Content-Type", value: "application/json")
+            outgoing.headers.add(name: "Accept", value: streamed ? "text/event-stream" : "application/json")
+            if let key = provider.apiKey { outgoing.headers.add(name: "Authorization", value: "Bearer \(key)") }
+            outgoing.body = .bytes(ByteBuffer(data: try JSONEncoder().encode(JSONValue.object(fields))))
+            record.provider = provider.name
+            record.deploymentModel = deployment.model
+
+            ai.started(deployment)
+            let response: HTTPClientResponse
+            do {
+                response = try await ai.client.execute(outgoing, timeout: .nanoseconds(Int64(deployment.timeoutSeconds * 1e9)))
+            } catch {
+                ai.finished(deployment, failed: true)
+                lastFailure = "\(provider.name): \(error is HTTPClientError ? String(describing: error) : "connection failed")"
+                continue
+            }
+            let status = Int(response.status.code)
+            if status == 429 || status >= 500 {
+                ai.finished(deployment, failed: true)
+                _ = try? await response.body.collect(upTo: 1 << 20)
+                lastFailure = "\(provider.name) answered \(status)"
+                continue
+            }
+            if status >= 400 {
+                // The upstream refused the request itself (bad parameters): its answer is the caller's to see.
+                ai.finished(deployment, failed: false)
+                let body = try await response.body.collect(upTo: maxResponseBytes)
+                record.status = status
+                record.latency = .now - started
+                ai.usage.record(record)
+                return Response(status: .init(code: status), headers: [.contentType: "application/json"], body: .init(byteBuffer: body))
+            }
+            if streamed {
+                return stream(response, model: model, deployment: deployment, record: record, started: started, ai: ai)
+            }
+            let body: ByteBuffer
+            do {
+                body = try await response.body.collect(upTo: maxResponseBytes)
+            } catch {
+                ai.finished(deployment, failed: true)
+                lastFailure = "\(provider.name) broke off its answer"
+                continue
+            }
+            ai.finished(deployment, failed: false)
+            var answer = (try? JSONDecoder().decode(JSONValue.self, from: Data(buffer: body))) ?? .null
+            let (tokensIn, tokensOut) = Self.usage(in: answer)
+            if case .object(var members) = answer {
+                members["model"] = .string(name)
+                answer = .object(members)
+            }
+            record.status = status
+            record.tokensIn = tokensIn
+            record.tokensOut = tokensOut
+            record.cost = Self.cost(model, tokensIn: tokensIn, tokensOut: tokensOut)
+            record.latency = .now - started
+            record.timeToFirstToken = record.latency
+            ai.usage.record(record)
+            return try .json(answer)
+        }
+        record.status = 502
+        record.latency = .now - started
+        ai.usage.record(record)
+        throw Problem(status: .badGateway, slug: "upstream-failed", title: "Upstream failed",
+                      detail: "Every deployment of \(name) failed (\(attempts) attempts; last: \(lastFailure)).")
+    }
+
+    /// Passes the upstream's server-sent events on as they come, reading the usage chunk on the way.
+    static func stream(_ upstream: HTTPClientResponse, model: AIModel, deployment: AIModel.Deployment, record: UsageRecord,
+                       started: ContinuousClock.Instant, ai: AIGateway) -> Response {
+        let body = ResponseBody { writer in
+            var record = record
+            var scanner = SSEUsageScanner()
+            var failed = false
+            do {
+                for try await chunk in upstream.body {
+                    if record.timeToFirstToken == nil { record.timeToFirstToken = .now - started }
+                    scanner.feed(chunk)
+                    try await writer.write(chunk)
+                }
+                try await writer.finish(nil)
+            } catch {
+                failed = true
+            }
+            ai.finished(deployment, failed: failed)
+            record.status = failed ? 499 : 200
+            record.tokensIn = scanner.tokensIn
+            record.tokensOut = scanner.tokensOut
+            record.cost = cost(model, tokensIn: scanner.tokensIn, tokensOut: scanner.tokensOut)
+            record.latency = .now - started
+            ai.usage.record(record)
+        }
+        return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"], body: body)
+    }
+
+    /// `usage.prompt_tokens` and `usage.completion_tokens` of an OpenAI answer.
+    static func usage(in answer: JSONValue) -> (Int, Int) {
+        guard case .object(let members) = answer, case .object(let usage)? = members["usage"] else { return (0, 0) }
+        func int(_ key: String) -> Int { if case .number(let value)? = usage[key] { Int(value) } else { 0 } }
+        return (int("prompt_tokens"), int("completion_tokens"))
+    }
+
+    static func cost(_ model: AIModel, tokensIn: Int, tokensOut: Int) -> Double {
+        guard let price = model.price else { return 0 }
+        return (Double(tokensIn) * price.inputPerMillion + Double(tokensOut) * price.outputPerMillion) / 1_000_000
+    }
+}
+
+/// Finds the `usage` of a streamed chat completion in its `data:` lines, across chunk boundaries.
+struct SSEUsageScanner {
+    private var pending: [UInt8] = []
+    private(set) var tokensIn = 0
+    private(set) var tokensOut = 0
+
+    mutating func feed(_ chunk: ByteBuffer) {
+        pending += chunk.readableBytesView
+        while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
+            let line = pending[..<newline]
+            pending.removeSubrange(...newline)
+            guard line.starts(with: Array("data: {".utf8)), let usageRange = line.firstRange(of: Array("\"usage\"".utf8)), usageRange.lowerBound > 0 else { continue }
+            if let answer = try? JSONDecoder().decode(JSONValue.self, from: Data(line.dropFirst(6))) {
+                let (input, output) = OpenAIEndpoints.usage(in: answer)
+                if input + output > 0 { (tokensIn, tokensOut) = (input, output) }
+            }
+        }
+    }
+}
