@@ -1,0 +1,127 @@
+import AsyncHTTPClient
+import Foundation
+import KeelTestSupport
+import NIOCore
+import NIOHTTP1
+import Testing
+
+/// The AI gateway in a real `keel up`, in front of fake OpenAI-compatible providers, driven by the
+/// official `openai` Python package.
+@Suite(.serialized) struct OpenAICompatibilityTests {
+    final class FakeProvider: @unchecked Sendable {
+        let port: Int
+        let helper: PythonHelper
+        init(_ name: String) async throws {
+            port = try freePort()
+            helper = try PythonHelper("fake_openai.py", arguments: [String(port), name])
+            try await helper.waitFor("listening")
+        }
+        var baseURL: String { "http://127.0.0.1:\(port)/v1" }
+        func force(_ status: Int) async throws { _ = try await send("POST", "http://127.0.0.1:\(port)/control/mode?status=\(status)") }
+        func seen() async throws -> [[String: Any]] {
+            let body = try await send("GET", "http://127.0.0.1:\(port)/control/seen").body
+            return (try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [[String: Any]]) ?? []
+        }
+    }
+
+    static func send(_ method: String, _ url: String, headers: [String: String] = [:], body: String? = nil) async throws -> (status: Int, body: String) {
+        var request = HTTPClientRequest(url: url)
+        request.method = HTTPMethod(rawValue: method)
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
+        if let body { request.body = .bytes(ByteBuffer(string: body)) }
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+        return (Int(response.status.code), String(buffer: try await response.body.collect(upTo: 1 << 22)))
+    }
+
+    static func json(_ text: String) -> [String: Any] {
+        (try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]) ?? [:]
+    }
+
+    /// Runs a scenario of `Tests/Support/openai_client.py` and returns what it printed.
+    static func openai(_ base: String, key: String, model: String, _ scenario: String) async throws -> Any {
+        let client = try PythonHelper("openai_client.py", arguments: [base, key, model, scenario])
+        let status = try await client.waitForExit()
+        #expect(status == 0, "\(client.output)")
+        return try JSONSerialization.jsonObject(with: Data(client.output.utf8), options: [.fragmentsAllowed])
+    }
+
+    @Test func openAIClientsChatStreamAndEmbedThroughRoutingAndFallback() async throws {
+        let (primary, backup) = (try await FakeProvider("primary"), try await FakeProvider("backup"))
+        let keel = try KeelProcess(["up", "--port", "0"], environment: [
+            "KEEL_ADMIN_EMAIL": "admin@example.com", "KEEL_ADMIN_PASSWORD": "ai-admin-passphrase-1", "KEEL_AUTH_BCRYPT_COST": "4",
+            "KEEL_SECRET_KEY": "ai-test-secret-key-0123456789abcdef",
+        ])
+        let port = try await keel.waitUntilReady()
+        let keelURL = "http://127.0.0.1:\(port)"
+        let login = try await Self.send("POST", keelURL + "/api/v1/auth/login", headers: ["Content-Type": "application/json"],
+                                        body: #"{"email": "admin@example.com", "password": "ai-admin-passphrase-1"}"#)
+        let token = try #require(Self.json(login.body)["access_token"] as? String)
+        let admin = ["Authorization": "Bearer \(token)", "Content-Type": "application/json"]
+        func create(_ path: String, _ body: String) async throws -> (status: Int, body: String) {
+            try await Self.send("POST", keelURL + path, headers: admin, body: body)
+        }
+
+        #expect(try await create("/api/v1/ai/providers", #"{"name": "primary", "kind": "openai", "base_url": "\#(primary.baseURL)", "api_key": "sk-upstream-primary"}"#).status == 201)
+        #expect(try await create("/api/v1/ai/providers", #"{"name": "backup", "kind": "openai", "base_url": "\#(backup.baseURL)"}"#).status == 201)
+        let listed = try await Self.send("GET", keelURL + "/api/v1/ai/providers", headers: admin)
+        #expect(!listed.body.contains("sk-upstream-primary"))
+        #expect(listed.body.contains(#""api_key_set":true"#))
+        let badModel = try await create("/api/v1/ai/models", #"{"name": "x", "deployments": [{"provider": "nowhere", "model": "m"}]}"#)
+        #expect(badModel.status == 422 && badModel.body.contains("deployments[0].provider"))
+        #expect(try await create("/api/v1/ai/models", """
+            {"name": "chat-small", "deployments": [{"provider": "primary", "model": "gpt-primary", "priority": 0},
+             {"provider": "backup", "model": "gpt-backup", "priority": 1}], "price": {"input_per_million": 1, "output_per_million": 2}}
+            """).status == 201)
+        #expect(try await create("/api/v1/ai/models", #"{"name": "embed", "deployments": [{"provider": "primary", "model": "text-embed"}]}"#).status == 201)
+        let keyAnswer = try await create("/api/v1/apikeys", #"{"name": "app", "permissions": ["ai:use"]}"#)
+        let key = try #require(Self.json(keyAnswer.body)["key"] as? String, "\(keyAnswer.body)")
+        let base = keelURL + "/v1"
+
+        let chat = try #require(try await Self.openai(base, key: key, model: "chat-small", "chat") as? [String: Any])
+        #expect(chat["content"] as? String == "hello from primary")
+        #expect(chat["model"] as? String == "chat-small")
+        #expect(chat["usage"] as? [Int] == [11, 7])
+        let seen = try await primary.seen()
+        #expect(seen.last?["model"] as? String == "gpt-primary")
+        #expect(seen.last?["authorization"] as? String == "Bearer sk-upstream-primary")
+
+        let stream = try #require(try await Self.openai(base, key: key, model: "chat-small", "stream") as? [String: Any])
+        #expect(stream["content"] as? String == "hello from primary")
+        let gaps = stream["gaps"] as? [Double] ?? []
+        #expect(gaps.contains { $0 > 0.1 }, "chunks arrived together: \(gaps)")
+
+        let embed = try #require(try await Self.openai(base, key: key, model: "embed", "embed") as? [String: Any])
+        #expect((embed["vectors"] as? [[Double]])?.count == 2)
+        #expect(embed["usage"] as? Int == 10)
+        #expect(try await Self.openai(base, key: key, model: "-", "models") as? [String] == ["chat-small", "embed"])
+
+        // The primary fails: the next deployment answers, and the primary is left alone for a while.
+        try await primary.force(500)
+        let fallback = try #require(try await Self.openai(base, key: key, model: "chat-small", "chat") as? [String: Any])
+        #expect(fallback["content"] as? String == "hello from backup")
+        #expect(try await backup.seen().last?["authorization"] as? String == nil)
+
+        // Every failure comes back in OpenAI's error shape, without calling an upstream.
+        let before = try await primary.seen().count + backup.seen().count
+        let unknown = try #require(try await Self.openai(base, key: key, model: "no-such-model", "error") as? [String: Any])
+        #expect(unknown["status"] as? Int == 404)
+        #expect(unknown["code"] as? String == "model_not_found")
+        let badStream = try await Self.send("POST", base + "/chat/completions", headers: ["Authorization": "Bearer \(key)", "Content-Type": "application/json"],
+                                            body: #"{"model": "chat-small", "stream": "yes", "messages": [{"role": "user", "content": "hi"}]}"#)
+        #expect(badStream.status == 422)
+        let error = Self.json(badStream.body)["error"] as? [String: Any]
+        #expect(error?["param"] as? String == "stream" && error?["type"] as? String == "invalid_request_error")
+        let noMessages = try await Self.send("POST", base + "/chat/completions", headers: ["Authorization": "Bearer \(key)", "Content-Type": "application/json"],
+                                             body: #"{"model": "chat-small", "messages": [{"role": "robot", "content": "hi"}]}"#)
+        #expect((Self.json(noMessages.body)["error"] as? [String: Any])?["param"] as? String == "messages[0].role")
+        let anonymous = try await Self.send("POST", base + "/chat/completions", headers: ["Content-Type": "application/json"], body: "{}")
+        #expect(anonymous.status == 401 && (Self.json(anonymous.body)["error"] as? [String: Any])?["type"] as? String == "authentication_error")
+        #expect(try await primary.seen().count + backup.seen().count == before)
+
+        // Usage exact to the token: three chats of 11 in / 7 out, two embeddings of 5.
+        let metrics = try await Self.send("GET", keelURL + "/metrics").body
+        #expect(metrics.contains(#"keel_ai_tokens_total{model="chat-small",direction="input"} 33"#), "\(metrics.split(separator: "\n").filter { $0.contains("keel_ai_tokens") })")
+        #expect(metrics.contains(#"keel_ai_tokens_total{model="chat-small",direction="output"} 21"#))
+        #expect(metrics.contains(#"keel_ai_tokens_total{model="embed",direction="input"} 10"#))
+    }
+}
