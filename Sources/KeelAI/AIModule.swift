@@ -124,6 +124,38 @@ struct AIAdminRoutes {
             try await ai.reload(force: true)
             return Response(status: .noContent)
         }
+        routes.add(.get, "/api/v1/ai/keys/{id}", access: .permission("ai:read")) { _, context in
+            let id = try context.parameters.require("id")
+            return try .json(KeyView(credentialID: id, policy: try await catalog.policies()[id], spend: try await ai.ledger.current(for: id)))
+        }
+        routes.add(.put, "/api/v1/ai/keys/{id}", access: .permission("ai:admin")) { request, context in
+            let id = try context.parameters.require("id")
+            guard id.hasPrefix("key_"), id.utf8.count <= 64 else {
+                throw Problem.invalidParameters([FieldError(field: "id", message: "must be an API key id (key_...)")])
+            }
+            let body = try await request.decodeJSON(KeyPolicy.self, limits: limits)
+            let policy: KeyPolicy
+            do throws(ValidationFailure) {
+                policy = try body.validated()
+            } catch {
+                throw Problem.validation("The key policy is not valid.", errors: error.errors)
+            }
+            try await catalog.savePolicy(policy, for: id)
+            try await ai.reload(force: true)
+            return try .json(KeyView(credentialID: id, policy: policy, spend: try await ai.ledger.current(for: id)))
+        }
+    }
+
+    /// A key's policy and what it has spent.
+    struct KeyView: Encodable {
+        let credentialID: String
+        let policy: KeyPolicy?
+        let spend: [String: [String: Double]]
+
+        enum CodingKeys: String, CodingKey {
+            case policy, spend
+            case credentialID = "credential_id"
+        }
     }
 
     static func validated(_ provider: AIProvider) throws -> AIProvider {

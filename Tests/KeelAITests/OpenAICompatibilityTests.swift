@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import KeelCore
 import KeelTestSupport
 import NIOCore
 import NIOHTTP1
@@ -123,5 +124,65 @@ import Testing
         #expect(metrics.contains(#"keel_ai_tokens_total{model="chat-small",direction="input"} 33"#), "\(metrics.split(separator: "\n").filter { $0.contains("keel_ai_tokens") })")
         #expect(metrics.contains(#"keel_ai_tokens_total{model="chat-small",direction="output"} 21"#))
         #expect(metrics.contains(#"keel_ai_tokens_total{model="embed",direction="input"} 10"#))
+    }
+
+    @Test(arguments: [StoreKind.sqlite, .postgres])
+    func budgetsHoldUnderConcurrencyAndKeysSeeOnlyTheirModels(_ kind: StoreKind) async throws {
+        try await withScratchDatabase(kind) { location in
+            var environment = ["KEEL_ADMIN_EMAIL": "admin@example.com", "KEEL_ADMIN_PASSWORD": "ai-admin-passphrase-1", "KEEL_AUTH_BCRYPT_COST": "4"]
+            if case .postgres(let url) = location {
+                environment["KEEL_DATABASE_URL"] = url.connectionString()
+                environment["KEEL_DATABASE_TLS"] = "disable"
+            }
+            try await budgets(environment)
+        }
+    }
+
+    func budgets(_ environment: [String: String]) async throws {
+        let provider = try await FakeProvider("metered")
+        let keel = try KeelProcess(["up", "--port", "0"], environment: environment)
+        let port = try await keel.waitUntilReady()
+        let keelURL = "http://127.0.0.1:\(port)"
+        let login = try await Self.send("POST", keelURL + "/api/v1/auth/login", headers: ["Content-Type": "application/json"],
+                                        body: #"{"email": "admin@example.com", "password": "ai-admin-passphrase-1"}"#)
+        let admin = ["Authorization": "Bearer \(try #require(Self.json(login.body)["access_token"] as? String))", "Content-Type": "application/json"]
+        _ = try await Self.send("POST", keelURL + "/api/v1/ai/providers", headers: admin,
+                                body: #"{"name": "fake", "kind": "openai", "base_url": "\#(provider.baseURL)"}"#)
+        // 7 output tokens at 1e6/7 per million: every answer costs exactly 1.
+        _ = try await Self.send("POST", keelURL + "/api/v1/ai/models", headers: admin, body: """
+            {"name": "metered", "deployments": [{"provider": "fake", "model": "m"}], "price": {"input_per_million": 0, "output_per_million": \(1e6 / 7)}}
+            """)
+        _ = try await Self.send("POST", keelURL + "/api/v1/ai/models", headers: admin, body: #"{"name": "other", "deployments": [{"provider": "fake", "model": "o"}]}"#)
+        let created = Self.json(try await Self.send("POST", keelURL + "/api/v1/apikeys", headers: admin, body: #"{"name": "app", "permissions": ["ai:use"]}"#).body)
+        let (key, keyID) = (try #require(created["key"] as? String), try #require(created["id"] as? String))
+        let policy = try await Self.send("PUT", keelURL + "/api/v1/ai/keys/\(keyID)", headers: admin,
+                                         body: #"{"daily_budget": 10, "allowed_models": ["metered"]}"#)
+        #expect(policy.status == 200, "\(policy.body)")
+
+        #expect(try await Self.openai(keelURL + "/v1", key: key, model: "-", "models") as? [String] == ["metered"])
+        let forbidden = try #require(try await Self.openai(keelURL + "/v1", key: key, model: "other", "error") as? [String: Any])
+        #expect(forbidden["status"] as? Int == 403 && forbidden["code"] as? String == "model_not_allowed")
+
+        // 50 at once against a budget that covers 10.
+        let statuses = try await withThrowingTaskGroup(of: (Int, String).self) { group in
+            for _ in 0..<50 {
+                group.addTask {
+                    let answer = try await Self.send("POST", keelURL + "/v1/chat/completions", headers: ["Authorization": "Bearer \(key)", "Content-Type": "application/json"],
+                                                     body: #"{"model": "metered", "max_tokens": 7, "messages": [{"role": "user", "content": "hi"}]}"#)
+                    return (answer.status, answer.body)
+                }
+            }
+            return try await group.reduce(into: [(Int, String)]()) { $0.append($1) }
+        }
+        #expect(statuses.filter { $0.0 == 200 }.count == 10)
+        let refused = statuses.filter { $0.0 == 429 }
+        #expect(refused.count == 40)
+        #expect(refused.allSatisfy { ((Self.json($0.1)["error"] as? [String: Any])?["code"] as? String) == "budget_exceeded" })
+        try await Task.sleep(for: .milliseconds(500))
+        let view = Self.json(try await Self.send("GET", keelURL + "/api/v1/ai/keys/\(keyID)", headers: admin).body)
+        let today = (view["spend"] as? [String: Any])?["today"] as? [String: Double]
+        #expect(abs((today?["spent"] ?? 0) - 10) < 1e-6, "\(view)")
+        #expect(abs(today?["reserved"] ?? 1) < 1e-6)
+        #expect(try await provider.seen().count == 10)
     }
 }

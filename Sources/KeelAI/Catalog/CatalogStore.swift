@@ -50,6 +50,24 @@ enum AIMigrations {
             "CREATE INDEX keel_ai_usage_at ON keel_ai_usage (at)",
             "CREATE INDEX keel_ai_usage_credential ON keel_ai_usage (credential_id, at)",
         ]),
+        Migration.portable(module: "ai", version: 2, name: "key policies and spend", statements: [
+            """
+            CREATE TABLE keel_ai_key_policies (
+                credential_id TEXT PRIMARY KEY,
+                policy TEXT NOT NULL,
+                updated_at {TS} NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE keel_ai_spend (
+                credential_id TEXT NOT NULL,
+                period TEXT NOT NULL,
+                spent DOUBLE PRECISION NOT NULL,
+                reserved DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (credential_id, period)
+            )
+            """,
+        ]),
     ]
 }
 

@@ -30,8 +30,9 @@ struct OpenAIEndpoints {
         routes.add(.post, "/v1/embeddings", access: .permission("ai:use")) { request, context in
             try await Self.forward(.embeddings, request: request, context: context, ai: ai)
         }
-        routes.add(.get, "/v1/models", access: .permission("ai:use")) { _, _ in
-            let data: [JSONValue] = ai.models.keys.sorted().map { name in
+        routes.add(.get, "/v1/models", access: .permission("ai:use")) { _, context in
+            let policy = try context.requirePrincipal().credentialID.flatMap(ai.policy(for:))
+            let data: [JSONValue] = ai.models.keys.sorted().filter { policy?.allows($0) ?? true }.map { name in
                 .object(["id": .string(name), "object": .string("model"), "created": .number(0), "owned_by": .string("keel")])
             }
             return try .json(JSONValue.object(["object": .string("list"), "data": .array(data)]))
@@ -39,7 +40,7 @@ struct OpenAIEndpoints {
     }
 
     /// The request's JSON object, checked for what the endpoint needs.
-    static func parse(_ endpoint: Endpoint, request: Request) async throws -> [String: JSONValue] {
+    static func parse(_ endpoint: Endpoint, request: Request) async throws -> (fields: [String: JSONValue], bytes: Int) {
         let buffer: ByteBuffer
         do {
             buffer = try await request.body.collect(upTo: maxBodyBytes)
@@ -81,16 +82,60 @@ struct OpenAIEndpoints {
             default: throw invalid("input", "input must be a non-empty string or array.")
             }
         }
-        return fields
+        return (fields, buffer.readableBytes)
     }
 
     static func forward(_ endpoint: Endpoint, request: Request, context: KeelRequestContext, ai: AIGateway) async throws -> Response {
         let principal = try context.requirePrincipal()
-        var fields = try await parse(endpoint, request: request)
-        guard case .string(let name)? = fields["model"], let model = ai.models[name] else {
+        var (fields, bodyBytes) = try await parse(endpoint, request: request)
+        let policy = principal.credentialID.flatMap(ai.policy(for:))
+        guard case .string(let name)? = fields["model"], let model = ai.models[name], policy?.allows(name) ?? true else {
+            let requested = fields["model"].flatMap { if case .string(let text) = $0 { text } else { nil } } ?? ""
+            if ai.models[requested] != nil {
+                throw Problem(status: .forbidden, slug: "model-not-allowed", title: "Model not allowed",
+                              detail: "This API key may not use the model \(requested).")
+            }
             throw Problem(status: .notFound, slug: "model-not-found", title: "Model not found",
-                          detail: "The model \(fields["model"].flatMap { if case .string(let s) = $0 { s } else { nil } } ?? "") does not exist (see GET /v1/models).")
+                          detail: "The model \(requested) does not exist (see GET /v1/models).")
         }
+        var settlement: Settlement?
+        if let policy, let credential = principal.credentialID, policy.dailyBudget != nil || policy.monthlyBudget != nil {
+            let estimate = worstCaseCost(model, endpoint: endpoint, fields: fields, bodyBytes: bodyBytes)
+            switch try await ai.ledger.reserve(estimate, for: credential, policy: policy) {
+            case .refused(let period, let budget, let spent):
+                let span = period.hasPrefix("d:") ? "daily" : "monthly"
+                throw Problem(status: .tooManyRequests, slug: "budget-exceeded", title: "Budget exceeded",
+                              detail: "This API key's \(span) budget of \(budget) is spent (\(spent) so far, with requests in flight reserved).",
+                              headers: [.retryAfter: String(SpendLedger.secondsUntilNext(period: period, now: Date()))])
+            case .reserved(let reservation):
+                settlement = Settlement(ledger: ai.ledger, reservation: reservation)
+            }
+        }
+        do {
+            return try await attempt(endpoint, fields: fields, name: name, model: model, principal: principal, settlement: settlement, ai: ai)
+        } catch {
+            await settlement?.settle(cost: 0)
+            throw error
+        }
+    }
+
+    /// The most a request can cost: its body's size as input tokens (a token is rarely less than a
+    /// byte), and its `max_tokens` (else 4096) as output; embeddings have no output.
+    static func worstCaseCost(_ model: AIModel, endpoint: Endpoint, fields: [String: JSONValue], bodyBytes: Int) -> Double {
+        guard model.price != nil else { return 0 }
+        var output = 0
+        if endpoint == .chat {
+            output = 4096
+            for key in ["max_completion_tokens", "max_tokens"] {
+                if case .number(let value)? = fields[key], value >= 0 { output = Int(value) }
+            }
+        }
+        return cost(model, tokensIn: bodyBytes, tokensOut: output)
+    }
+
+    static func attempt(_ endpoint: Endpoint, fields: [String: JSONValue], name: String, model: AIModel, principal: Principal,
+                        settlement: Settlement?, ai: AIGateway) async throws -> Response {
+        var fields = fields
         let streamed = fields["stream"] == .bool(true)
         if streamed {
             // Ask for the usage chunk, so tokens are counted exactly from the stream.
@@ -101,7 +146,8 @@ struct OpenAIEndpoints {
         }
         let started = ContinuousClock.now
         var record = UsageRecord(at: Date(), credentialID: principal.credentialID, subject: principal.subject, model: name,
-                                 endpoint: endpoint.rawValue, status: 0, tokensIn: 0, tokensOut: 0, cost: 0, latency: .zero, streamed: streamed)
+                                 endpoint: endpoint.rawValue, status: 0, tokensIn: 0, tokensOut: 0, cost: 0, latency: .zero, streamed: streamed,
+                                 settlement: settlement)
         var lastFailure = "no deployment could be tried"
         var attempts = 0
         let plan = ai.plan(for: model)

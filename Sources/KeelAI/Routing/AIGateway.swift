@@ -12,6 +12,7 @@ import Synchronization
 public final class AIGateway: Sendable {
     let catalog: CatalogStore
     let usage: UsageLog
+    let ledger: SpendLedger
     let logger = Logger(label: "keel.ai")
     private let snapshot = Mutex(Snapshot())
     private let deployments = Mutex<[String: DeploymentState]>([:])
@@ -21,6 +22,7 @@ public final class AIGateway: Sendable {
         var revision = -1
         var providers: [String: AIProvider] = [:]
         var models: [String: AIModel] = [:]
+        var policies: [String: KeyPolicy] = [:]
     }
 
     struct DeploymentState {
@@ -35,6 +37,7 @@ public final class AIGateway: Sendable {
     init(catalog: CatalogStore, usage: UsageLog) {
         self.catalog = catalog
         self.usage = usage
+        ledger = SpendLedger(store: catalog.store, clock: catalog.clock)
     }
 
     var client: HTTPClient {
@@ -63,15 +66,18 @@ public final class AIGateway: Sendable {
 
     func provider(named name: String) -> AIProvider? { snapshot.withLock { $0.providers[name] } }
 
+    func policy(for credentialID: String) -> KeyPolicy? { snapshot.withLock { $0.policies[credentialID] } }
+
     /// Loads providers and models when the store's revision moved (or always, with `force`).
     func reload(force: Bool) async throws {
         let revision = try await catalog.revision()
         guard force || snapshot.withLock({ $0.revision != revision }) else { return }
         let providers = try await catalog.providers()
         let models = try await catalog.models().map(\.model)
+        let policies = try await catalog.policies()
         snapshot.withLock {
             $0 = Snapshot(revision: revision, providers: Dictionary(uniqueKeysWithValues: providers.map { ($0.name, $0) }),
-                          models: Dictionary(uniqueKeysWithValues: models.map { ($0.name, $0) }))
+                          models: Dictionary(uniqueKeysWithValues: models.map { ($0.name, $0) }), policies: policies)
         }
     }
 

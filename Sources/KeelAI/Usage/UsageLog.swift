@@ -20,6 +20,8 @@ struct UsageRecord: Sendable {
     var latency: Duration
     var timeToFirstToken: Duration?
     var streamed: Bool
+    /// The budget reservation this request holds, settled with `cost` when it is recorded.
+    var settlement: Settlement?
 }
 
 /// Records every AI request in the store and in metrics. Writes happen off the request's path: the
@@ -65,6 +67,7 @@ final class UsageLog: Sendable {
         let ttftMs = record.timeToFirstToken.map { Double($0 / .microseconds(1)) / 1000 }
         let store = self.store
         Task {
+            await record.settlement?.settle(cost: record.cost)
             try? await store.execute("""
                 INSERT INTO keel_ai_usage (id, at, credential_id, subject, model, provider, deployment_model, endpoint, status,
                     tokens_in, tokens_out, cost, latency_ms, ttft_ms, streamed)
