@@ -14,7 +14,7 @@ import Testing
         let helper: PythonHelper
         init(_ name: String) async throws {
             port = try freePort()
-            helper = try PythonHelper("fake_openai.py", arguments: [String(port), name])
+            helper = try PythonHelper("fake_llm.py", arguments: [String(port), name])
             try await helper.waitFor("listening")
         }
         var baseURL: String { "http://127.0.0.1:\(port)/v1" }
@@ -184,5 +184,53 @@ import Testing
         #expect(abs((today?["spent"] ?? 0) - 10) < 1e-6, "\(view)")
         #expect(abs(today?["reserved"] ?? 1) < 1e-6)
         #expect(try await provider.seen().count == 10)
+    }
+
+    @Test func ollamaAndAnthropicAreTranslatedBothWays() async throws {
+        let native = try await FakeProvider("native")
+        let keel = try KeelProcess(["up", "--port", "0"], environment: [
+            "KEEL_ADMIN_EMAIL": "admin@example.com", "KEEL_ADMIN_PASSWORD": "ai-admin-passphrase-1", "KEEL_AUTH_BCRYPT_COST": "4",
+            "KEEL_SECRET_KEY": "ai-test-secret-key-0123456789abcdef",
+        ])
+        let port = try await keel.waitUntilReady()
+        let keelURL = "http://127.0.0.1:\(port)"
+        let login = try await Self.send("POST", keelURL + "/api/v1/auth/login", headers: ["Content-Type": "application/json"],
+                                        body: #"{"email": "admin@example.com", "password": "ai-admin-passphrase-1"}"#)
+        let admin = ["Authorization": "Bearer \(try #require(Self.json(login.body)["access_token"] as? String))", "Content-Type": "application/json"]
+        let server = "http://127.0.0.1:\(native.port)"
+        for body in [#"{"name": "ollama", "kind": "ollama", "base_url": "\#(server)"}"#,
+                     #"{"name": "claude", "kind": "anthropic", "base_url": "\#(server)", "api_key": "sk-ant-test"}"#] {
+            #expect(try await Self.send("POST", keelURL + "/api/v1/ai/providers", headers: admin, body: body).status == 201)
+        }
+        for body in [#"{"name": "local", "deployments": [{"provider": "ollama", "model": "llama3.1:8b"}]}"#,
+                     #"{"name": "local-embed", "deployments": [{"provider": "ollama", "model": "nomic-embed-text"}]}"#,
+                     #"{"name": "sonnet", "deployments": [{"provider": "claude", "model": "claude-sonnet"}]}"#] {
+            #expect(try await Self.send("POST", keelURL + "/api/v1/ai/models", headers: admin, body: body).status == 201)
+        }
+        let key = try #require(Self.json(try await Self.send("POST", keelURL + "/api/v1/apikeys", headers: admin,
+                                                              body: #"{"name": "app", "permissions": ["ai:use"]}"#).body)["key"] as? String)
+        let base = keelURL + "/v1"
+        for model in ["local", "sonnet"] {
+            let chat = try #require(try await Self.openai(base, key: key, model: model, "chat") as? [String: Any])
+            #expect(chat["content"] as? String == "hello from native", "\(model)")
+            #expect(chat["usage"] as? [Int] == [11, 7], "\(model)")
+            let stream = try #require(try await Self.openai(base, key: key, model: model, "stream") as? [String: Any])
+            #expect(stream["content"] as? String == "hello from native", "\(model)")
+            #expect((stream["gaps"] as? [Double] ?? []).contains { $0 > 0.1 }, "\(model) arrived in one piece")
+        }
+        let embed = try #require(try await Self.openai(base, key: key, model: "local-embed", "embed") as? [String: Any])
+        #expect((embed["vectors"] as? [[Double]])?.count == 2 && embed["usage"] as? Int == 10)
+
+        let seen = try await native.seen()
+        let anthropic = seen.filter { $0["path"] as? String == "/v1/messages" }
+        #expect(anthropic.count == 2)
+        #expect(anthropic.allSatisfy { $0["system"] as? String == "Be brief." && $0["x_api_key"] as? String == "sk-ant-test" && $0["max_tokens"] as? Int == 4096 })
+        #expect(seen.filter { $0["path"] as? String == "/api/chat" }.allSatisfy { $0["model"] as? String == "llama3.1:8b" })
+
+        let metrics = try await Self.send("GET", keelURL + "/metrics").body
+        for model in ["local", "sonnet"] {
+            #expect(metrics.contains(#"keel_ai_tokens_total{model="\#(model)",direction="input"} 22"#), "\(model)")
+            #expect(metrics.contains(#"keel_ai_tokens_total{model="\#(model)",direction="output"} 14"#), "\(model)")
+        }
     }
 }

@@ -7,11 +7,16 @@ public struct AIProvider: Codable, Sendable, Equatable {
     public enum Kind: String, Codable, Sendable, CaseIterable {
         /// The OpenAI API shape: `POST {base_url}/chat/completions`, `/embeddings`, bearer key.
         case openai
+        /// Ollama's native API at `{base_url}/api/chat` and `/api/embed`.
+        case ollama
+        /// Anthropic's Messages API at `{base_url}/v1/messages` (chat only).
+        case anthropic
     }
 
     public var name: String
     public var kind: Kind
-    /// Up to the API version, e.g. `https://api.openai.com/v1` or `http://vllm:8000/v1`.
+    /// OpenAI-compatible: up to the API version (`https://api.openai.com/v1`, `http://vllm:8000/v1`); Ollama:
+    /// the server (`http://ollama:11434`); Anthropic: `https://api.anthropic.com`.
     public var baseURL: String
     public var apiKey: String?
 

@@ -137,13 +137,7 @@ struct OpenAIEndpoints {
                         settlement: Settlement?, ai: AIGateway) async throws -> Response {
         var fields = fields
         let streamed = fields["stream"] == .bool(true)
-        if streamed {
-            // Ask for the usage chunk, so tokens are counted exactly from the stream.
-            var options: [String: JSONValue] = [:]
-            if case .object(let existing)? = fields["stream_options"] { options = existing }
-            options["include_usage"] = .bool(true)
-            fields["stream_options"] = .object(options)
-        }
+        let clientWantsUsage = fields["stream_options"]?["include_usage"] == .bool(true)
         let started = ContinuousClock.now
         var record = UsageRecord(at: Date(), credentialID: principal.credentialID, subject: principal.subject, model: name,
                                  endpoint: endpoint.rawValue, status: 0, tokensIn: 0, tokensOut: 0, cost: 0, latency: .zero, streamed: streamed,
@@ -158,12 +152,14 @@ struct OpenAIEndpoints {
             attempts += 1
             guard let provider = ai.provider(named: deployment.provider) else { continue }
             fields["model"] = .string(deployment.model)
-            var outgoing = HTTPClientRequest(url: provider.baseURL + "/" + endpoint.rawValue)
-            outgoing.method = .POST
-            outgoing.headers.add(name: "Content-Type", value: "application/json")
-            outgoing.headers.add(name: "Accept", value: streamed ? "text/event-stream" : "application/json")
-            if let key = provider.apiKey { outgoing.headers.add(name: "Authorization", value: "Bearer \(key)") }
-            outgoing.body = .bytes(ByteBuffer(data: try JSONEncoder().encode(JSONValue.object(fields))))
+            let dialect = provider.kind.dialect
+            let outgoing: HTTPClientRequest
+            do {
+                outgoing = try dialect.request(endpoint, fields: fields, provider: provider)
+            } catch {
+                lastFailure = "\(provider.name) (\(provider.kind.rawValue)) does not serve \(endpoint.rawValue)"
+                continue
+            }
             record.provider = provider.name
             record.deploymentModel = deployment.model
 
@@ -184,16 +180,17 @@ struct OpenAIEndpoints {
                 continue
             }
             if status >= 400 {
-                // The upstream refused the request itself (bad parameters): its answer is the caller's to see.
+                // The upstream refused the request itself (bad parameters): the caller sees why, in OpenAI's shape.
                 ai.finished(deployment, failed: false)
                 let body = try await response.body.collect(upTo: maxResponseBytes)
                 record.status = status
                 record.latency = .now - started
                 ai.usage.record(record)
-                return Response(status: .init(code: status), headers: [.contentType: "application/json"], body: .init(byteBuffer: body))
+                return upstreamRefusal(status: status, body: body, kind: provider.kind)
             }
             if streamed {
-                return stream(response, model: model, deployment: deployment, record: record, started: started, ai: ai)
+                return stream(response, translator: dialect.streamTranslator(model: name, includeUsage: clientWantsUsage),
+                              model: model, deployment: deployment, record: record, started: started, ai: ai)
             }
             let body: ByteBuffer
             do {
@@ -204,12 +201,7 @@ struct OpenAIEndpoints {
                 continue
             }
             ai.finished(deployment, failed: false)
-            var answer = (try? JSONDecoder().decode(JSONValue.self, from: Data(buffer: body))) ?? .null
-            let (tokensIn, tokensOut) = Self.usage(in: answer)
-            if case .object(var members) = answer {
-                members["model"] = .string(name)
-                answer = .object(members)
-            }
+            let (answer, tokensIn, tokensOut) = dialect.answer(endpoint, body: body, model: name)
             record.status = status
             record.tokensIn = tokensIn
             record.tokensOut = tokensOut
@@ -226,63 +218,54 @@ struct OpenAIEndpoints {
                       detail: "Every deployment of \(name) failed (\(attempts) attempts; last: \(lastFailure)).")
     }
 
-    /// Passes the upstream's server-sent events on as they come, reading the usage chunk on the way.
-    static func stream(_ upstream: HTTPClientResponse, model: AIModel, deployment: AIModel.Deployment, record: UsageRecord,
-                       started: ContinuousClock.Instant, ai: AIGateway) -> Response {
+    /// An upstream's 4xx: OpenAI's own error passes as it is; another provider's becomes OpenAI's shape.
+    static func upstreamRefusal(status: Int, body: ByteBuffer, kind: AIProvider.Kind) -> Response {
+        var buffer = body
+        if kind != .openai {
+            let reply = try? JSONDecoder().decode(JSONValue.self, from: Data(buffer: body))
+            let message = reply?["error"]?["message"]?.string ?? reply?["error"]?.string ?? String(buffer: body)
+            let error: JSONValue = .object(["error": .object([
+                "message": .string("The upstream refused the request: \(message)"), "type": .string("invalid_request_error"),
+                "param": .null, "code": .string("upstream_refused"),
+            ])])
+            buffer = ByteBuffer(data: (try? JSONEncoder().encode(error)) ?? Data())
+        }
+        return Response(status: .init(code: status), headers: [.contentType: "application/json"], body: .init(byteBuffer: buffer))
+    }
+
+    /// Passes the upstream's stream on as OpenAI's server-sent events as they come, counting its tokens.
+    static func stream(_ upstream: HTTPClientResponse, translator: any StreamTranslator, model: AIModel, deployment: AIModel.Deployment,
+                       record: UsageRecord, started: ContinuousClock.Instant, ai: AIGateway) -> Response {
         let body = ResponseBody { writer in
             var record = record
-            var scanner = SSEUsageScanner()
+            var translator = translator
             var failed = false
             do {
                 for try await chunk in upstream.body {
+                    let events = translator.feed(chunk)
+                    guard events.readableBytes > 0 else { continue }
                     if record.timeToFirstToken == nil { record.timeToFirstToken = .now - started }
-                    scanner.feed(chunk)
-                    try await writer.write(chunk)
+                    try await writer.write(events)
                 }
+                let tail = translator.finish()
+                if tail.readableBytes > 0 { try await writer.write(tail) }
                 try await writer.finish(nil)
             } catch {
                 failed = true
             }
             ai.finished(deployment, failed: failed)
             record.status = failed ? 499 : 200
-            record.tokensIn = scanner.tokensIn
-            record.tokensOut = scanner.tokensOut
-            record.cost = cost(model, tokensIn: scanner.tokensIn, tokensOut: scanner.tokensOut)
+            record.tokensIn = translator.tokensIn
+            record.tokensOut = translator.tokensOut
+            record.cost = cost(model, tokensIn: translator.tokensIn, tokensOut: translator.tokensOut)
             record.latency = .now - started
             ai.usage.record(record)
         }
         return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"], body: body)
     }
 
-    /// `usage.prompt_tokens` and `usage.completion_tokens` of an OpenAI answer.
-    static func usage(in answer: JSONValue) -> (Int, Int) {
-        guard case .object(let members) = answer, case .object(let usage)? = members["usage"] else { return (0, 0) }
-        func int(_ key: String) -> Int { if case .number(let value)? = usage[key] { Int(value) } else { 0 } }
-        return (int("prompt_tokens"), int("completion_tokens"))
-    }
-
     static func cost(_ model: AIModel, tokensIn: Int, tokensOut: Int) -> Double {
         guard let price = model.price else { return 0 }
         return (Double(tokensIn) * price.inputPerMillion + Double(tokensOut) * price.outputPerMillion) / 1_000_000
-    }
-}
-
-/// Finds the `usage` of a streamed chat completion in its `data:` lines, across chunk boundaries.
-struct SSEUsageScanner {
-    private var pending: [UInt8] = []
-    private(set) var tokensIn = 0
-    private(set) var tokensOut = 0
-
-    mutating func feed(_ chunk: ByteBuffer) {
-        pending += chunk.readableBytesView
-        while let newline = pending.firstIndex(of: UInt8(ascii: "\n")) {
-            let line = pending[..<newline]
-            pending.removeSubrange(...newline)
-            guard line.starts(with: Array("data: {".utf8)), let usageRange = line.firstRange(of: Array("\"usage\"".utf8)), usageRange.lowerBound > 0 else { continue }
-            if let answer = try? JSONDecoder().decode(JSONValue.self, from: Data(line.dropFirst(6))) {
-                let (input, output) = OpenAIEndpoints.usage(in: answer)
-                if input + output > 0 { (tokensIn, tokensOut) = (input, output) }
-            }
-        }
     }
 }
