@@ -48,10 +48,16 @@ struct CatalogRefresher: Service {
     func run() async throws {
         guard await readiness.waitUntilMigrated() else { return }
         await cancelWhenGracefulShutdown {
+            var lastPrune = ContinuousClock.now
             while !Task.isCancelled {
                 try? await Task.sleep(for: .seconds(1))
                 do {
                     try await ai.reload(force: false)
+                    if ContinuousClock.now - lastPrune > .seconds(600) {
+                        lastPrune = .now
+                        try await ai.minutes.prune()
+                        try await ai.usage.prune(olderThanDays: UsageLog.retentionDays, now: Date())
+                    }
                 } catch {
                     logger.warning("cannot reload AI providers and models; keeping the current ones", metadata: ["error": "\(error)"])
                 }
@@ -123,6 +129,26 @@ struct AIAdminRoutes {
             try await catalog.deleteModel(named: try context.parameters.require("name"))
             try await ai.reload(force: true)
             return Response(status: .noContent)
+        }
+        routes.add(.get, "/api/v1/ai/usage", access: .permission("ai:read")) { request, _ in
+            let parameters = request.uri.queryParameters
+            var errors: [FieldError] = []
+            let today = String(SpendLedger.periods(at: Date()).day.dropFirst(2))
+            func day(_ name: String, default value: String) -> String {
+                guard let text = parameters.get(name) else { return value }
+                if text.count == 10, text.split(separator: "-").map(\.count) == [4, 2, 2], text.allSatisfy({ $0.isNumber || $0 == "-" }) { return text }
+                errors.append(FieldError(field: name, message: "must be a UTC day like 2026-11-26"))
+                return value
+            }
+            let since = day("since", default: String(SpendLedger.periods(at: Date().addingTimeInterval(-29 * 86_400)).day.dropFirst(2)))
+            let until = day("until", default: today)
+            let groupBy = Set((parameters.get("group_by") ?? "day,model").split(separator: ",").map(String.init))
+            if groupBy.isEmpty || !groupBy.isSubset(of: ["day", "model", "key"]) {
+                errors.append(FieldError(field: "group_by", message: "must list day, model and/or key, comma-separated"))
+            }
+            guard errors.isEmpty else { throw Problem.invalidParameters(errors) }
+            return try .json(JSONValue.object(["since": .string(since), "until": .string(until),
+                                               "items": .array(try await ai.usage.summary(since: since, until: until, groupBy: groupBy).map(JSONValue.object))]))
         }
         routes.add(.get, "/api/v1/ai/keys/{id}", access: .permission("ai:read")) { _, context in
             let id = try context.parameters.require("id")

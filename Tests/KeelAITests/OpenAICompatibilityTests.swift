@@ -124,6 +124,16 @@ import Testing
         #expect(metrics.contains(#"keel_ai_tokens_total{model="chat-small",direction="input"} 33"#), "\(metrics.split(separator: "\n").filter { $0.contains("keel_ai_tokens") })")
         #expect(metrics.contains(#"keel_ai_tokens_total{model="chat-small",direction="output"} 21"#))
         #expect(metrics.contains(#"keel_ai_tokens_total{model="embed",direction="input"} 10"#))
+
+        // The same from the store's daily rollup, by model.
+        try await Task.sleep(for: .milliseconds(300))
+        let usage = Self.json(try await Self.send("GET", keelURL + "/api/v1/ai/usage?group_by=model", headers: admin).body)
+        let byModel = Dictionary(((usage["items"] as? [[String: Any]]) ?? []).map { ($0["model"] as? String ?? "?", $0) }, uniquingKeysWith: { a, _ in a })
+        #expect(byModel["chat-small"]?["requests"] as? Double == 3)
+        #expect(byModel["chat-small"]?["tokens_in"] as? Double == 33 && byModel["chat-small"]?["tokens_out"] as? Double == 21)
+        #expect(abs((byModel["chat-small"]?["cost"] as? Double ?? 0) - (33 * 1 + 21 * 2) / 1e6) < 1e-12)
+        #expect(byModel["embed"]?["tokens_in"] as? Double == 10)
+        #expect(try await Self.send("GET", keelURL + "/api/v1/ai/usage?group_by=week", headers: admin).status == 400)
     }
 
     @Test(arguments: [StoreKind.sqlite, .postgres])
@@ -232,5 +242,44 @@ import Testing
             #expect(metrics.contains(#"keel_ai_tokens_total{model="\#(model)",direction="input"} 22"#), "\(model)")
             #expect(metrics.contains(#"keel_ai_tokens_total{model="\#(model)",direction="output"} 14"#), "\(model)")
         }
+    }
+
+    @Test func perMinuteLimitsRefuseWithRetryAfter() async throws {
+        let provider = try await FakeProvider("limited")
+        let keel = try KeelProcess(["up", "--port", "0"], environment: [
+            "KEEL_ADMIN_EMAIL": "admin@example.com", "KEEL_ADMIN_PASSWORD": "ai-admin-passphrase-1", "KEEL_AUTH_BCRYPT_COST": "4",
+        ])
+        let port = try await keel.waitUntilReady()
+        let keelURL = "http://127.0.0.1:\(port)"
+        let login = try await Self.send("POST", keelURL + "/api/v1/auth/login", headers: ["Content-Type": "application/json"],
+                                        body: #"{"email": "admin@example.com", "password": "ai-admin-passphrase-1"}"#)
+        let admin = ["Authorization": "Bearer \(try #require(Self.json(login.body)["access_token"] as? String))", "Content-Type": "application/json"]
+        _ = try await Self.send("POST", keelURL + "/api/v1/ai/providers", headers: admin, body: #"{"name": "fake", "kind": "openai", "base_url": "\#(provider.baseURL)"}"#)
+        _ = try await Self.send("POST", keelURL + "/api/v1/ai/models", headers: admin, body: #"{"name": "chat", "deployments": [{"provider": "fake", "model": "m"}]}"#)
+        func key(_ policy: String) async throws -> String {
+            let created = Self.json(try await Self.send("POST", keelURL + "/api/v1/apikeys", headers: admin, body: #"{"name": "app", "permissions": ["ai:use"]}"#).body)
+            let id = try #require(created["id"] as? String)
+            #expect(try await Self.send("PUT", keelURL + "/api/v1/ai/keys/\(id)", headers: admin, body: policy).status == 200)
+            return try #require(created["key"] as? String)
+        }
+        let (requests, tokens) = (try await key(#"{"requests_per_minute": 3}"#), try await key(#"{"tokens_per_minute": 20}"#))
+        // Stay inside one minute: the counts start afresh at the next.
+        while Int(Date().timeIntervalSince1970) % 60 > 45 { try await Task.sleep(for: .seconds(1)) }
+        func chat(_ key: String) async throws -> [String: Any] {
+            try #require(try await Self.openai(keelURL + "/v1", key: key, model: "chat", "error") as? [String: Any])
+        }
+        for _ in 0..<3 { #expect(try await chat(requests)["status"] as? Int == 200) }
+        let refused = try await chat(requests)
+        #expect(refused["status"] as? Int == 429 && refused["code"] as? String == "rate_limit_exceeded", "\(refused)")
+        // 18 tokens an answer against 20 a minute: the second request is still under, the third is not.
+        for _ in 0..<2 {
+            #expect(try await chat(tokens)["status"] as? Int == 200)
+            try await Task.sleep(for: .milliseconds(300))
+        }
+        #expect(try await chat(tokens)["status"] as? Int == 429)
+        let raw = try await Self.send("POST", keelURL + "/v1/chat/completions", headers: ["Authorization": "Bearer \(tokens)", "Content-Type": "application/json"],
+                                      body: #"{"model": "chat", "messages": [{"role": "user", "content": "hi"}]}"#)
+        #expect(raw.status == 429)
+        #expect(try await provider.seen().count == 5)
     }
 }

@@ -49,7 +49,7 @@ import Testing
         "GET /api/v1/ai/providers": "ai:read", "POST /api/v1/ai/providers": "ai:admin", "PUT /api/v1/ai/providers/{name}": "ai:admin",
         "DELETE /api/v1/ai/providers/{name}": "ai:admin", "GET /api/v1/ai/models": "ai:read", "POST /api/v1/ai/models": "ai:admin",
         "GET /api/v1/ai/models/{name}": "ai:read", "PUT /api/v1/ai/models/{name}": "ai:admin", "DELETE /api/v1/ai/models/{name}": "ai:admin",
-        "GET /api/v1/ai/keys/{id}": "ai:read", "PUT /api/v1/ai/keys/{id}": "ai:admin",
+        "GET /api/v1/ai/usage": "ai:read", "GET /api/v1/ai/keys/{id}": "ai:read", "PUT /api/v1/ai/keys/{id}": "ai:admin",
         "POST /v1/chat/completions": "ai:use", "POST /v1/embeddings": "ai:use", "GET /v1/models": "ai:use",
     ]
 

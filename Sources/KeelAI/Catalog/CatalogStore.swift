@@ -68,6 +68,32 @@ enum AIMigrations {
             )
             """,
         ]),
+        Migration.portable(module: "ai", version: 3, name: "requests and tokens per key and minute", statements: [
+            """
+            CREATE TABLE keel_ai_minutes (
+                credential_id TEXT NOT NULL,
+                minute BIGINT NOT NULL,
+                requests INTEGER NOT NULL,
+                tokens BIGINT NOT NULL,
+                PRIMARY KEY (credential_id, minute)
+            )
+            """,
+        ]),
+        Migration.portable(module: "ai", version: 4, name: "daily usage rollup", statements: [
+            """
+            CREATE TABLE keel_ai_usage_daily (
+                day TEXT NOT NULL,
+                model TEXT NOT NULL,
+                credential_id TEXT NOT NULL,
+                requests BIGINT NOT NULL,
+                errors BIGINT NOT NULL,
+                tokens_in BIGINT NOT NULL,
+                tokens_out BIGINT NOT NULL,
+                cost DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (day, model, credential_id)
+            )
+            """,
+        ]),
     ]
 }
 

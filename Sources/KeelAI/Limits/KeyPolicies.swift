@@ -4,24 +4,34 @@ import KeelServer
 import KeelStore
 import Synchronization
 
-/// What one API key may do with the AI gateway: which models, and how much it may spend per UTC day
-/// and month (in the models' price units). Keys without a policy may use every model without a budget.
+/// What one API key may do with the AI gateway: which models, how many requests and tokens per minute,
+/// and how much it may spend per UTC day and month (in the models' price units). Keys without a policy
+/// may use every model without limits.
 public struct KeyPolicy: Codable, Sendable, Equatable {
     public var allowedModels: [String]?
+    public var requestsPerMinute: Int?
+    public var tokensPerMinute: Int?
     public var dailyBudget: Double?
     public var monthlyBudget: Double?
 
-    public init(allowedModels: [String]? = nil, dailyBudget: Double? = nil, monthlyBudget: Double? = nil) {
+    public init(allowedModels: [String]? = nil, requestsPerMinute: Int? = nil, tokensPerMinute: Int? = nil,
+                dailyBudget: Double? = nil, monthlyBudget: Double? = nil) {
         self.allowedModels = allowedModels
+        self.requestsPerMinute = requestsPerMinute
+        self.tokensPerMinute = tokensPerMinute
         self.dailyBudget = dailyBudget
         self.monthlyBudget = monthlyBudget
     }
 
     enum CodingKeys: String, CodingKey {
         case allowedModels = "allowed_models"
+        case requestsPerMinute = "requests_per_minute"
+        case tokensPerMinute = "tokens_per_minute"
         case dailyBudget = "daily_budget"
         case monthlyBudget = "monthly_budget"
     }
+
+    var limitsPerMinute: Bool { requestsPerMinute != nil || tokensPerMinute != nil }
 
     func allows(_ model: String) -> Bool { allowedModels?.contains(model) ?? true }
 
@@ -31,6 +41,9 @@ public struct KeyPolicy: Codable, Sendable, Equatable {
             errors.append(FieldError(field: "allowed_models[\(index)]", message: AIModel.nameRule))
         }
         if (allowedModels?.count ?? 0) > 500 { errors.append(FieldError(field: "allowed_models", message: "must list at most 500 models")) }
+        for (field, limit) in [("requests_per_minute", requestsPerMinute), ("tokens_per_minute", tokensPerMinute)] {
+            if let limit, !(1...100_000_000).contains(limit) { errors.append(FieldError(field: field, message: "must be from 1 to 100000000")) }
+        }
         for (field, budget) in [("daily_budget", dailyBudget), ("monthly_budget", monthlyBudget)] {
             if let budget, !(0...1_000_000_000).contains(budget) { errors.append(FieldError(field: field, message: "must be from 0 to 1000000000")) }
         }
@@ -125,6 +138,54 @@ struct SpendLedger: Sendable {
             result[name] = ["spent": try row?.double("spent") ?? 0, "reserved": try row?.double("reserved") ?? 0]
         }
         return result
+    }
+}
+
+/// Requests and tokens per minute for each key, counted in the store so that every replica shares them:
+/// a request is admitted while the key's current minute has requests and tokens left, and its tokens are
+/// added once its answer says how many it used (a request may so pass the token limit once; the next
+/// waits for the next minute).
+struct MinuteLimits: Sendable {
+    let store: any Store
+    let clock: any KeelClock
+
+    enum Verdict: Sendable {
+        case admitted(minute: Int64)
+        case refused(String, retryAfterSeconds: Int)
+    }
+
+    func admit(_ credentialID: String, policy: KeyPolicy) async throws -> Verdict {
+        let now = clock.now().timeIntervalSince1970
+        let minute = Int64(now / 60)
+        let retryAfter = max(1, Int((Double(minute + 1) * 60 - now).rounded(.up)))
+        let dialect = store.dialect
+        return try await store.transaction { tx in
+            try await tx.execute("""
+                INSERT INTO keel_ai_minutes (credential_id, minute, requests, tokens) VALUES (\(credentialID), \(minute), \(0), \(0))
+                ON CONFLICT (credential_id, minute) DO NOTHING
+                """)
+            let select: SQLQuery = dialect == .postgres
+                ? "SELECT requests, tokens FROM keel_ai_minutes WHERE credential_id = \(credentialID) AND minute = \(minute) FOR UPDATE"
+                : "SELECT requests, tokens FROM keel_ai_minutes WHERE credential_id = \(credentialID) AND minute = \(minute)"
+            guard let row = try await tx.query(select).first else { return .admitted(minute: minute) }
+            if let limit = policy.requestsPerMinute, try row.int("requests") >= limit {
+                return .refused("\(limit) requests per minute", retryAfterSeconds: retryAfter)
+            }
+            if let limit = policy.tokensPerMinute, try row.int("tokens") >= limit {
+                return .refused("\(limit) tokens per minute", retryAfterSeconds: retryAfter)
+            }
+            try await tx.execute("UPDATE keel_ai_minutes SET requests = requests + 1 WHERE credential_id = \(credentialID) AND minute = \(minute)")
+            return .admitted(minute: minute)
+        }
+    }
+
+    func addTokens(_ tokens: Int, for credentialID: String, minute: Int64) async throws {
+        guard tokens > 0 else { return }
+        try await store.execute("UPDATE keel_ai_minutes SET tokens = tokens + \(tokens) WHERE credential_id = \(credentialID) AND minute = \(minute)")
+    }
+
+    func prune() async throws {
+        try await store.execute("DELETE FROM keel_ai_minutes WHERE minute < \(Int64(clock.now().timeIntervalSince1970 / 60) - 60)")
     }
 }
 

@@ -98,6 +98,15 @@ struct OpenAIEndpoints {
             throw Problem(status: .notFound, slug: "model-not-found", title: "Model not found",
                           detail: "The model \(requested) does not exist (see GET /v1/models).")
         }
+        var minute: Int64?
+        if let policy, let credential = principal.credentialID, policy.limitsPerMinute {
+            switch try await ai.minutes.admit(credential, policy: policy) {
+            case .refused(let limit, let retryAfter):
+                throw Problem.tooManyRequests("This API key's limit of \(limit) is reached; retry in \(retryAfter) s.", retryAfterSeconds: retryAfter)
+            case .admitted(let current):
+                minute = current
+            }
+        }
         var settlement: Settlement?
         if let policy, let credential = principal.credentialID, policy.dailyBudget != nil || policy.monthlyBudget != nil {
             let estimate = worstCaseCost(model, endpoint: endpoint, fields: fields, bodyBytes: bodyBytes)
@@ -112,7 +121,8 @@ struct OpenAIEndpoints {
             }
         }
         do {
-            return try await attempt(endpoint, fields: fields, name: name, model: model, principal: principal, settlement: settlement, ai: ai)
+            return try await attempt(endpoint, fields: fields, name: name, model: model, principal: principal, settlement: settlement,
+                                     minute: minute.map { (ai.minutes, $0) }, ai: ai)
         } catch {
             await settlement?.settle(cost: 0)
             throw error
@@ -134,14 +144,14 @@ struct OpenAIEndpoints {
     }
 
     static func attempt(_ endpoint: Endpoint, fields: [String: JSONValue], name: String, model: AIModel, principal: Principal,
-                        settlement: Settlement?, ai: AIGateway) async throws -> Response {
+                        settlement: Settlement?, minute: (limits: MinuteLimits, minute: Int64)?, ai: AIGateway) async throws -> Response {
         var fields = fields
         let streamed = fields["stream"] == .bool(true)
         let clientWantsUsage = fields["stream_options"]?["include_usage"] == .bool(true)
         let started = ContinuousClock.now
         var record = UsageRecord(at: Date(), credentialID: principal.credentialID, subject: principal.subject, model: name,
                                  endpoint: endpoint.rawValue, status: 0, tokensIn: 0, tokensOut: 0, cost: 0, latency: .zero, streamed: streamed,
-                                 settlement: settlement)
+                                 settlement: settlement, minute: minute)
         var lastFailure = "no deployment could be tried"
         var attempts = 0
         let plan = ai.plan(for: model)

@@ -13,6 +13,7 @@ public final class AIGateway: Sendable {
     let catalog: CatalogStore
     let usage: UsageLog
     let ledger: SpendLedger
+    let minutes: MinuteLimits
     let logger = Logger(label: "keel.ai")
     private let snapshot = Mutex(Snapshot())
     private let deployments = Mutex<[String: DeploymentState]>([:])
@@ -38,6 +39,7 @@ public final class AIGateway: Sendable {
         self.catalog = catalog
         self.usage = usage
         ledger = SpendLedger(store: catalog.store, clock: catalog.clock)
+        minutes = MinuteLimits(store: catalog.store, clock: catalog.clock)
     }
 
     var client: HTTPClient {

@@ -1,5 +1,6 @@
 import Foundation
 import KeelCore
+import KeelServer
 import KeelStore
 import Metrics
 import Synchronization
@@ -22,10 +23,13 @@ struct UsageRecord: Sendable {
     var streamed: Bool
     /// The budget reservation this request holds, settled with `cost` when it is recorded.
     var settlement: Settlement?
+    /// The key's minute this request counts in, for its tokens.
+    var minute: (limits: MinuteLimits, minute: Int64)?
 }
 
-/// Records every AI request in the store and in metrics. Writes happen off the request's path: the
-/// answer does not wait for the usage row.
+/// Records every AI request in the store (a row per request, kept `retention` days, and a daily rollup
+/// per model and key, kept) and in metrics. Writes happen off the request's path: the answer does not
+/// wait for the usage row.
 final class UsageLog: Sendable {
     let store: any Store
     private let handles = Mutex<[String: ModelMetrics]>([:])
@@ -39,6 +43,42 @@ final class UsageLog: Sendable {
     }
 
     init(store: any Store) { self.store = store }
+
+    /// Days a request's own row is kept.
+    static let retentionDays = 30
+
+    /// Usage per day, model and key (any of them summed away), from the daily rollup.
+    func summary(since: String, until: String, groupBy: Set<String>) async throws -> [[String: JSONValue]] {
+        let rows = try await store.query("""
+            SELECT day, model, credential_id, requests, errors, tokens_in, tokens_out, cost FROM keel_ai_usage_daily
+            WHERE day >= \(since) AND day <= \(until) ORDER BY day, model, credential_id
+            """)
+        var groups: [[String]: [String: Double]] = [:]
+        var order: [[String]] = []
+        for row in rows {
+            var key: [String] = []
+            if groupBy.contains("day") { key.append(try row.string("day")) }
+            if groupBy.contains("model") { key.append(try row.string("model")) }
+            if groupBy.contains("key") { key.append(try row.string("credential_id")) }
+            if groups[key] == nil { order.append(key) }
+            for column in ["requests", "errors", "tokens_in", "tokens_out"] { groups[key, default: [:]][column, default: 0] += Double(try row.int(column)) }
+            groups[key, default: [:]]["cost", default: 0] += try row.double("cost")
+        }
+        return order.map { key in
+            var item: [String: JSONValue] = [:]
+            var parts = key.makeIterator()
+            if groupBy.contains("day") { item["day"] = .string(parts.next()!) }
+            if groupBy.contains("model") { item["model"] = .string(parts.next()!) }
+            if groupBy.contains("key") { let id = parts.next()!; item["credential_id"] = id.isEmpty ? .null : .string(id) }
+            for (column, value) in groups[key]! { item[column] = .number(value) }
+            return item
+        }
+    }
+
+    /// Drops request rows older than `days`; the daily rollup keeps their sums.
+    func prune(olderThanDays days: Int, now: Date) async throws {
+        try await store.execute("DELETE FROM keel_ai_usage WHERE at < \(now.addingTimeInterval(-Double(days) * 86_400))")
+    }
 
     func record(_ record: UsageRecord) {
         let metrics = handles.withLock { handles in
@@ -66,9 +106,23 @@ final class UsageLog: Sendable {
         let latencyMs = Double(record.latency / .microseconds(1)) / 1000
         let ttftMs = record.timeToFirstToken.map { Double($0 / .microseconds(1)) / 1000 }
         let store = self.store
+        let day = SpendLedger.periods(at: record.at).day.dropFirst(2)
+        let failed = record.status >= 400 ? 1 : 0
+        let credential = record.credentialID ?? ""
         Task {
             await record.settlement?.settle(cost: record.cost)
-            try? await store.execute("""
+            // The daily rollup answers usage questions without scanning every request ever made.
+            _ = try? await store.execute("""
+                INSERT INTO keel_ai_usage_daily (day, model, credential_id, requests, errors, tokens_in, tokens_out, cost)
+                VALUES (\(String(day)), \(record.model), \(credential), \(1), \(failed), \(record.tokensIn), \(record.tokensOut), \(record.cost))
+                ON CONFLICT (day, model, credential_id) DO UPDATE SET requests = keel_ai_usage_daily.requests + 1,
+                    errors = keel_ai_usage_daily.errors + \(failed), tokens_in = keel_ai_usage_daily.tokens_in + \(record.tokensIn),
+                    tokens_out = keel_ai_usage_daily.tokens_out + \(record.tokensOut), cost = keel_ai_usage_daily.cost + \(record.cost)
+                """)
+            if let (limits, minute) = record.minute, let credential = record.credentialID {
+                try? await limits.addTokens(record.tokensIn + record.tokensOut, for: credential, minute: minute)
+            }
+            _ = try? await store.execute("""
                 INSERT INTO keel_ai_usage (id, at, credential_id, subject, model, provider, deployment_model, endpoint, status,
                     tokens_in, tokens_out, cost, latency_ms, ttft_ms, streamed)
                 VALUES (\(id), \(record.at), \(record.credentialID), \(record.subject), \(record.model), \(record.provider),
