@@ -31,7 +31,8 @@ public struct AIModule: KeelModule {
     }
 
     public func services(context: ModuleContext) -> [any Service] {
-        context.config.roles.contains(.api) ? [CatalogRefresher(ai: ai, readiness: context.readiness)] : []
+        context.config.roles.contains(.api)
+            ? [CatalogRefresher(ai: ai, readiness: context.readiness), UsageWriter(usage: ai.usage, readiness: context.readiness)] : []
     }
 
     public func middlewares(context: ModuleContext) -> [any MiddlewareProtocol<Request, Response, KeelRequestContext>] {
@@ -64,6 +65,32 @@ struct CatalogRefresher: Service {
             }
         }
         await ai.shutdown()
+    }
+}
+
+/// Writes recorded usage in batches, five times a second, and what is left at shutdown.
+struct UsageWriter: Service {
+    let usage: UsageLog
+    let readiness: Readiness
+    let logger = Logger(label: "keel.ai.usage")
+
+    func run() async throws {
+        guard await readiness.waitUntilMigrated() else { return }
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(200))
+                do {
+                    try await usage.flush()
+                } catch {
+                    logger.warning("cannot write AI usage; keeping it for the next try", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+        do {
+            try await usage.flush()
+        } catch {
+            logger.error("AI usage not written at shutdown", metadata: ["error": "\(error)"])
+        }
     }
 }
 

@@ -126,8 +126,12 @@ import Testing
         #expect(metrics.contains(#"keel_ai_tokens_total{model="embed",direction="input"} 10"#))
 
         // The same from the store's daily rollup, by model.
-        try await Task.sleep(for: .milliseconds(300))
-        let usage = Self.json(try await Self.send("GET", keelURL + "/api/v1/ai/usage?group_by=model", headers: admin).body)
+        var usage: [String: Any] = [:]
+        for _ in 0..<30 {
+            usage = Self.json(try await Self.send("GET", keelURL + "/api/v1/ai/usage?group_by=model", headers: admin).body)
+            if (usage["items"] as? [[String: Any]])?.count == 2 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
         let byModel = Dictionary(((usage["items"] as? [[String: Any]]) ?? []).map { ($0["model"] as? String ?? "?", $0) }, uniquingKeysWith: { a, _ in a })
         #expect(byModel["chat-small"]?["requests"] as? Double == 3)
         #expect(byModel["chat-small"]?["tokens_in"] as? Double == 33 && byModel["chat-small"]?["tokens_out"] as? Double == 21)

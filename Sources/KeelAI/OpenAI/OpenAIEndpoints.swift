@@ -87,7 +87,7 @@ struct OpenAIEndpoints {
 
     static func forward(_ endpoint: Endpoint, request: Request, context: KeelRequestContext, ai: AIGateway) async throws -> Response {
         let principal = try context.requirePrincipal()
-        var (fields, bodyBytes) = try await parse(endpoint, request: request)
+        let (fields, bodyBytes) = try await parse(endpoint, request: request)
         let policy = principal.credentialID.flatMap(ai.policy(for:))
         guard case .string(let name)? = fields["model"], let model = ai.models[name], policy?.allows(name) ?? true else {
             let requested = fields["model"].flatMap { if case .string(let text) = $0 { text } else { nil } } ?? ""

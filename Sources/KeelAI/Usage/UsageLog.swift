@@ -27,12 +27,16 @@ struct UsageRecord: Sendable {
     var minute: (limits: MinuteLimits, minute: Int64)?
 }
 
-/// Records every AI request in the store (a row per request, kept `retention` days, and a daily rollup
-/// per model and key, kept) and in metrics. Writes happen off the request's path: the answer does not
-/// wait for the usage row.
+/// Records every AI request in the store (a row per request, kept `retentionDays`, and a daily rollup
+/// per model and key, kept) and in metrics. Rows are written in batches off the request's path (see
+/// ``flush()``): the answer does not wait for its usage row.
 final class UsageLog: Sendable {
     let store: any Store
     private let handles = Mutex<[String: ModelMetrics]>([:])
+    private let pending = Mutex<[UsageRecord]>([])
+    private let dropped = Counter(label: "keel_ai_usage_rows_dropped_total")
+    /// Rows held while the store cannot take them.
+    static let maximumPending = 200_000
 
     struct ModelMetrics {
         let tokensIn: Counter
@@ -75,6 +79,62 @@ final class UsageLog: Sendable {
         }
     }
 
+    /// Writes the rows recorded since the last flush: one multi-row insert per 400 rows and one upsert per
+    /// day, model and key, in one transaction. On failure the rows stay pending for the next flush.
+    func flush() async throws {
+        let batch = pending.withLock { pending in
+            defer { pending.removeAll(keepingCapacity: true) }
+            return pending
+        }
+        guard !batch.isEmpty else { return }
+        struct DailyKey: Hashable { let day: String, model: String, credential: String }
+        var daily: [DailyKey: (requests: Int, errors: Int, tokensIn: Int, tokensOut: Int, cost: Double)] = [:]
+        for record in batch {
+            let key = DailyKey(day: String(SpendLedger.periods(at: record.at).day.dropFirst(2)), model: record.model, credential: record.credentialID ?? "")
+            var sums = daily[key] ?? (0, 0, 0, 0, 0)
+            sums.requests += 1
+            sums.errors += record.status >= 400 ? 1 : 0
+            sums.tokensIn += record.tokensIn
+            sums.tokensOut += record.tokensOut
+            sums.cost += record.cost
+            daily[key] = sums
+        }
+        let sums = daily
+        do {
+            try await store.transaction { tx in
+                for start in stride(from: 0, to: batch.count, by: 400) {
+                    var insert: SQLQuery = """
+                        INSERT INTO keel_ai_usage (id, at, credential_id, subject, model, provider, deployment_model, endpoint, status,
+                            tokens_in, tokens_out, cost, latency_ms, ttft_ms, streamed) VALUES
+                        """
+                    for (offset, record) in batch[start..<min(start + 400, batch.count)].enumerated() {
+                        let latencyMs = Double(record.latency / .microseconds(1)) / 1000
+                        let ttftMs = record.timeToFirstToken.map { Double($0 / .microseconds(1)) / 1000 }
+                        if offset > 0 { insert.append(",") }
+                        insert.append("""
+                            (\(KeelID.make(prefix: "aiu", now: record.at)), \(record.at), \(record.credentialID), \(record.subject), \(record.model),
+                             \(record.provider), \(record.deploymentModel), \(record.endpoint), \(record.status), \(record.tokensIn), \(record.tokensOut),
+                             \(record.cost), \(latencyMs), \(ttftMs), \(record.streamed))
+                            """)
+                    }
+                    try await tx.execute(insert)
+                }
+                for (key, sums) in sums {
+                    try await tx.execute("""
+                        INSERT INTO keel_ai_usage_daily (day, model, credential_id, requests, errors, tokens_in, tokens_out, cost)
+                        VALUES (\(key.day), \(key.model), \(key.credential), \(sums.requests), \(sums.errors), \(sums.tokensIn), \(sums.tokensOut), \(sums.cost))
+                        ON CONFLICT (day, model, credential_id) DO UPDATE SET requests = keel_ai_usage_daily.requests + \(sums.requests),
+                            errors = keel_ai_usage_daily.errors + \(sums.errors), tokens_in = keel_ai_usage_daily.tokens_in + \(sums.tokensIn),
+                            tokens_out = keel_ai_usage_daily.tokens_out + \(sums.tokensOut), cost = keel_ai_usage_daily.cost + \(sums.cost)
+                        """)
+                }
+            }
+        } catch {
+            pending.withLock { $0.insert(contentsOf: batch, at: 0) }
+            throw error
+        }
+    }
+
     /// Drops request rows older than `days`; the daily rollup keeps their sums.
     func prune(olderThanDays days: Int, now: Date) async throws {
         try await store.execute("DELETE FROM keel_ai_usage WHERE at < \(now.addingTimeInterval(-Double(days) * 86_400))")
@@ -102,33 +162,22 @@ final class UsageLog: Sendable {
         metrics.duration.record(duration: record.latency)
         if let ttft = record.timeToFirstToken { metrics.timeToFirstToken.record(duration: ttft) }
 
-        let id = KeelID.make(prefix: "aiu", now: record.at)
-        let latencyMs = Double(record.latency / .microseconds(1)) / 1000
-        let ttftMs = record.timeToFirstToken.map { Double($0 / .microseconds(1)) / 1000 }
-        let store = self.store
-        let day = SpendLedger.periods(at: record.at).day.dropFirst(2)
-        let failed = record.status >= 400 ? 1 : 0
-        let credential = record.credentialID ?? ""
-        Task {
-            await record.settlement?.settle(cost: record.cost)
-            // The daily rollup answers usage questions without scanning every request ever made.
-            _ = try? await store.execute("""
-                INSERT INTO keel_ai_usage_daily (day, model, credential_id, requests, errors, tokens_in, tokens_out, cost)
-                VALUES (\(String(day)), \(record.model), \(credential), \(1), \(failed), \(record.tokensIn), \(record.tokensOut), \(record.cost))
-                ON CONFLICT (day, model, credential_id) DO UPDATE SET requests = keel_ai_usage_daily.requests + 1,
-                    errors = keel_ai_usage_daily.errors + \(failed), tokens_in = keel_ai_usage_daily.tokens_in + \(record.tokensIn),
-                    tokens_out = keel_ai_usage_daily.tokens_out + \(record.tokensOut), cost = keel_ai_usage_daily.cost + \(record.cost)
-                """)
-            if let (limits, minute) = record.minute, let credential = record.credentialID {
-                try? await limits.addTokens(record.tokensIn + record.tokensOut, for: credential, minute: minute)
+        if record.settlement != nil || record.minute != nil {
+            // Budgets and minute counts must learn of the request at once; the rows can wait for the next batch.
+            Task {
+                await record.settlement?.settle(cost: record.cost)
+                if let (limits, minute) = record.minute, let credential = record.credentialID {
+                    try? await limits.addTokens(record.tokensIn + record.tokensOut, for: credential, minute: minute)
+                }
             }
-            _ = try? await store.execute("""
-                INSERT INTO keel_ai_usage (id, at, credential_id, subject, model, provider, deployment_model, endpoint, status,
-                    tokens_in, tokens_out, cost, latency_ms, ttft_ms, streamed)
-                VALUES (\(id), \(record.at), \(record.credentialID), \(record.subject), \(record.model), \(record.provider),
-                    \(record.deploymentModel), \(record.endpoint), \(record.status), \(record.tokensIn), \(record.tokensOut),
-                    \(record.cost), \(latencyMs), \(ttftMs), \(record.streamed))
-                """)
+        }
+        pending.withLock { pending in
+            pending.append(record)
+            // A store that stays away may not grow the batch without bound; the oldest rows go first.
+            if pending.count > Self.maximumPending {
+                pending.removeFirst(pending.count - Self.maximumPending)
+                dropped.increment()
+            }
         }
     }
 }
