@@ -37,25 +37,50 @@ public struct ReadDeadlines: Sendable {
     }
 }
 
-/// Per connection, on its event loop only.
+/// Per connection, on its event loop only. Requests move the deadline often, so one timer serves them
+/// all: when it fires early (the deadline moved later) it sleeps again until the deadline.
 final class RequestClock: @unchecked Sendable {
     enum Phase { case idle, awaitingHead, readingBody, answering }
 
     let deadlines: ReadDeadlines
     var phase = Phase.idle
+    private var deadline: NIODeadline?
     private var timer: Scheduled<Void>?
+    private var timerFiresAt: NIODeadline?
 
     init(deadlines: ReadDeadlines) { self.deadlines = deadlines }
 
     func arm(_ after: TimeAmount, context: ChannelHandlerContext) {
-        timer?.cancel()
-        let channel = context.channel
-        timer = context.eventLoop.scheduleTask(in: after) { channel.close(promise: nil) }
+        let due = NIODeadline.now() + after
+        deadline = due
+        if let firesAt = timerFiresAt, firesAt <= due { return }
+        schedule(at: due, on: context.eventLoop, channel: context.channel)
     }
 
     func disarm() {
+        deadline = nil
+    }
+
+    func stop() {
+        deadline = nil
         timer?.cancel()
         timer = nil
+        timerFiresAt = nil
+    }
+
+    private func schedule(at due: NIODeadline, on eventLoop: any EventLoop, channel: any Channel) {
+        timer?.cancel()
+        timerFiresAt = due
+        timer = eventLoop.scheduleTask(deadline: due) { [self] in
+            timer = nil
+            timerFiresAt = nil
+            guard let deadline else { return }
+            if deadline <= .now() {
+                channel.close(promise: nil)
+            } else {
+                schedule(at: deadline, on: eventLoop, channel: channel)
+            }
+        }
     }
 }
 
@@ -84,12 +109,12 @@ final class RequestStartWatcher: ChannelInboundHandler, RemovableChannelHandler,
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        clock.disarm()
+        clock.stop()
         context.fireChannelInactive()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        clock.disarm()
+        clock.stop()
     }
 }
 
