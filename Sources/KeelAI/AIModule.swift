@@ -13,7 +13,7 @@ public struct AIModule: KeelModule {
 
     public init(config: KeelConfig, store: any Store, clock: any KeelClock = SystemClock()) {
         let catalog = CatalogStore(store: store, clock: clock, box: SecretBox(secretKey: config.secretKey, purpose: "keel ai provider credentials v1"))
-        ai = AIGateway(catalog: catalog, usage: UsageLog(store: store))
+        ai = AIGateway(catalog: catalog, usage: UsageLog(store: store), tracing: config.otlpEndpoint != nil)
     }
 
     public static let migrations = AIMigrations.all

@@ -23,11 +23,19 @@ import Testing
         #expect(try AIProvider(name: "p", kind: .openai, baseURL: "http://x:8000/v1/").validated().baseURL == "http://x:8000/v1")
     }
 
+    @Test func periodsAreUTCDaysAndMonths() {
+        for (seconds, day, month) in [(0.0, "d:1970-01-01", "m:1970-01"), (951_782_400, "d:2000-02-29", "m:2000-02"),
+                                      (1_795_656_000, "d:2026-11-26", "m:2026-11"), (4_102_444_799, "d:2099-12-31", "m:2099-12")] {
+            let periods = SpendLedger.periods(at: Date(timeIntervalSince1970: seconds))
+            #expect(periods.day == day && periods.month == month, "\(seconds)")
+        }
+    }
+
     @Test func plansFollowPriorityAndPutCoolingDeploymentsLast() async throws {
         try await withScratchStore(.sqlite) { store in
             try await store.migrate(Platform.migrations)
             let ai = AIGateway(catalog: CatalogStore(store: store, clock: SystemClock(), box: SecretBox(secretKey: nil, purpose: "test")),
-                               usage: UsageLog(store: store))
+                               usage: UsageLog(store: store), tracing: false)
             let model = AIModel(name: "m", deployments: [
                 .init(provider: "b", model: "second", priority: 1), .init(provider: "a", model: "first", priority: 0),
                 .init(provider: "c", model: "third", priority: 2),

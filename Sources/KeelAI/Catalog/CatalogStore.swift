@@ -208,7 +208,7 @@ struct CatalogStore: Sendable {
         let now = clock.now()
         return try await store.transaction { tx in
             let existing = try await tx.query("SELECT created_at FROM keel_ai_models WHERE name = \(model.name)").first
-            if let existing {
+            if existing != nil {
                 if createOnly { throw Problem.conflict("A model named \(model.name) exists; PUT /api/v1/ai/models/\(model.name) replaces it.") }
                 try await tx.execute("UPDATE keel_ai_models SET definition = \(definition), updated_at = \(now) WHERE name = \(model.name)")
             } else {

@@ -79,13 +79,22 @@ struct SpendLedger: Sendable {
         return max(1, Int((start?.end.timeIntervalSince(now) ?? 60).rounded(.up)))
     }
 
-    /// `d:2026-11-26` and `m:2026-11`, in UTC.
+    /// `d:2026-11-26` and `m:2026-11`, in UTC (the civil date from days since 1970, without a Calendar:
+    /// this runs for every AI request).
     static func periods(at date: Date) -> (day: String, month: String) {
-        var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = TimeZone(identifier: "UTC")!
-        let parts = calendar.dateComponents([.year, .month, .day], from: date)
-        let month = String(format: "%04d-%02d", parts.year!, parts.month!)
-        return ("d:" + month + String(format: "-%02d", parts.day!), "m:" + month)
+        let days = Int((date.timeIntervalSince1970 / 86_400).rounded(.down))
+        let shifted = days + 719_468
+        let era = (shifted >= 0 ? shifted : shifted - 146_096) / 146_097
+        let dayOfEra = shifted - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let monthIndex = (5 * dayOfYear + 2) / 153
+        let day = dayOfYear - (153 * monthIndex + 2) / 5 + 1
+        let month = monthIndex < 10 ? monthIndex + 3 : monthIndex - 9
+        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
+        func two(_ value: Int) -> String { value < 10 ? "0" + String(value) : String(value) }
+        let monthText = String(year) + "-" + two(month)
+        return ("d:" + monthText + "-" + two(day), "m:" + monthText)
     }
 
     func reserve(_ amount: Double, for credentialID: String, policy: KeyPolicy) async throws -> Verdict {

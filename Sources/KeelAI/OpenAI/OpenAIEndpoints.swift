@@ -47,7 +47,7 @@ struct OpenAIEndpoints {
         } catch is NIOTooManyBytesError {
             throw Problem.contentTooLarge(limit: maxBodyBytes)
         }
-        guard case .object(let fields)? = try? JSONDecoder().decode(JSONValue.self, from: Data(buffer: buffer)) else {
+        guard case .object(let fields)? = try? JSONValue.parse(buffer) else {
             throw Problem.malformedJSON("The body must be a JSON object.")
         }
         func invalid(_ param: String, _ message: String) -> Problem {
@@ -219,7 +219,7 @@ struct OpenAIEndpoints {
             record.latency = .now - started
             record.timeToFirstToken = record.latency
             ai.usage.record(record)
-            return try .json(answer)
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: answer.bytes))
         }
         record.status = 502
         record.latency = .now - started
@@ -232,13 +232,13 @@ struct OpenAIEndpoints {
     static func upstreamRefusal(status: Int, body: ByteBuffer, kind: AIProvider.Kind) -> Response {
         var buffer = body
         if kind != .openai {
-            let reply = try? JSONDecoder().decode(JSONValue.self, from: Data(buffer: body))
+            let reply = try? JSONValue.parse(body)
             let message = reply?["error"]?["message"]?.string ?? reply?["error"]?.string ?? String(buffer: body)
             let error: JSONValue = .object(["error": .object([
                 "message": .string("The upstream refused the request: \(message)"), "type": .string("invalid_request_error"),
                 "param": .null, "code": .string("upstream_refused"),
             ])])
-            buffer = ByteBuffer(data: (try? JSONEncoder().encode(error)) ?? Data())
+            buffer = error.bytes
         }
         return Response(status: .init(code: status), headers: [.contentType: "application/json"], body: .init(byteBuffer: buffer))
     }

@@ -14,7 +14,7 @@ struct OpenAIErrorMiddleware: RouterMiddleware {
         guard request.uri.path.hasPrefix("/v1/"), response.headers[.contentType] == "application/problem+json" else { return response }
         let collected = Collected()
         try await response.body.write(Collector(into: collected))
-        guard case .object(let problem)? = try? JSONDecoder().decode(JSONValue.self, from: Data(buffer: collected.buffer)) else { return response }
+        guard case .object(let problem)? = try? JSONValue.parse(collected.buffer) else { return response }
         var error: [String: JSONValue] = [:]
         if case .string(let detail)? = problem["detail"] { error["message"] = .string(detail) }
         let status = response.status.code
@@ -30,8 +30,7 @@ struct OpenAIErrorMiddleware: RouterMiddleware {
         var headers = response.headers
         headers[.contentType] = "application/json"
         headers[.contentLength] = nil
-        let data = try JSONEncoder().encode(JSONValue.object(["error": .object(error)]))
-        return Response(status: response.status, headers: headers, body: .init(byteBuffer: ByteBuffer(data: data)))
+        return Response(status: response.status, headers: headers, body: .init(byteBuffer: JSONValue.object(["error": .object(error)]).bytes))
     }
 
     static func type(for status: Int) -> String {

@@ -50,7 +50,7 @@ struct AnthropicDialect: ProviderDialect {
         request.headers.add(name: "Content-Type", value: "application/json")
         request.headers.add(name: "anthropic-version", value: Self.version)
         if let key = provider.apiKey { request.headers.add(name: "x-api-key", value: key) }
-        request.body = .bytes(ByteBuffer(data: try JSONEncoder().encode(JSONValue.object(body))))
+        request.body = .bytes(JSONValue.object(body).bytes)
         return request
     }
 
@@ -63,7 +63,7 @@ struct AnthropicDialect: ProviderDialect {
     }
 
     func answer(_ endpoint: OpenAIEndpoints.Endpoint, body: ByteBuffer, model: String) -> (answer: JSONValue, tokensIn: Int, tokensOut: Int) {
-        let reply = (try? JSONDecoder().decode(JSONValue.self, from: Data(buffer: body))) ?? .null
+        let reply = (try? JSONValue.parse(body)) ?? .null
         let (tokensIn, tokensOut) = (reply["usage"]?["input_tokens"]?.int ?? 0, reply["usage"]?["output_tokens"]?.int ?? 0)
         var content = ""
         var toolCalls: [JSONValue] = []
@@ -72,7 +72,7 @@ struct AnthropicDialect: ProviderDialect {
                 switch block["type"]?.string {
                 case "text": content += block["text"]?.string ?? ""
                 case "tool_use":
-                    let arguments = (block["input"]).flatMap { try? JSONEncoder().encode($0) }.map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+                    let arguments = (block["input"]).map { String(buffer: $0.bytes) } ?? "{}"
                     toolCalls.append(.object(["id": block["id"] ?? .null, "type": .string("function"),
                                               "function": .object(["name": block["name"] ?? .null, "arguments": .string(arguments)])]))
                 default: break
@@ -106,7 +106,7 @@ struct AnthropicStreamTranslator: StreamTranslator {
     mutating func feed(_ chunk: ByteBuffer) -> ByteBuffer {
         var out = ByteBuffer()
         for line in lines.lines(in: chunk) where line.hasPrefix("data: ") {
-            guard let event = try? JSONDecoder().decode(JSONValue.self, from: Data(line.dropFirst(6).utf8)) else { continue }
+            guard let event = try? JSONValue.parse(line.dropFirst(6).utf8) else { continue }
             switch event["type"]?.string {
             case "message_start":
                 tokensIn = event["message"]?["usage"]?["input_tokens"]?.int ?? 0

@@ -39,12 +39,12 @@ struct OllamaDialect: ProviderDialect {
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
         if let key = provider.apiKey { request.headers.add(name: "Authorization", value: "Bearer \(key)") }
-        request.body = .bytes(ByteBuffer(data: try JSONEncoder().encode(JSONValue.object(body))))
+        request.body = .bytes(JSONValue.object(body).bytes)
         return request
     }
 
     func answer(_ endpoint: OpenAIEndpoints.Endpoint, body: ByteBuffer, model: String) -> (answer: JSONValue, tokensIn: Int, tokensOut: Int) {
-        let reply = (try? JSONDecoder().decode(JSONValue.self, from: Data(buffer: body))) ?? .null
+        let reply = (try? JSONValue.parse(body)) ?? .null
         let (tokensIn, tokensOut) = (reply["prompt_eval_count"]?.int ?? 0, reply["eval_count"]?.int ?? 0)
         switch endpoint {
         case .chat:
@@ -69,7 +69,7 @@ struct OllamaDialect: ProviderDialect {
     static func openAIToolCalls(_ calls: JSONValue) -> JSONValue {
         guard case .array(let items) = calls else { return calls }
         return .array(items.enumerated().map { index, call in
-            let arguments = (call["function"]?["arguments"]).flatMap { try? JSONEncoder().encode($0) }.map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+            let arguments = (call["function"]?["arguments"]).map { String(buffer: $0.bytes) } ?? "{}"
             return .object(["id": .string("call_\(index)"), "type": .string("function"),
                             "function": .object(["name": call["function"]?["name"] ?? .null, "arguments": .string(arguments)])])
         })
@@ -97,7 +97,7 @@ struct OllamaStreamTranslator: StreamTranslator {
     mutating func feed(_ chunk: ByteBuffer) -> ByteBuffer {
         var out = ByteBuffer()
         for line in lines.lines(in: chunk) where !line.isEmpty {
-            guard let event = try? JSONDecoder().decode(JSONValue.self, from: Data(line.utf8)) else { continue }
+            guard let event = try? JSONValue.parse(line.utf8) else { continue }
             if !started {
                 started = true
                 var first = writer.chunk(delta: ["role": .string("assistant"), "content": .string("")])

@@ -58,7 +58,7 @@ struct ChunkWriter: Sendable {
 
     func event(_ value: JSONValue) -> ByteBuffer {
         var buffer = ByteBuffer(string: "data: ")
-        buffer.writeBytes((try? JSONEncoder().encode(value)) ?? Data())
+        value.write(to: &buffer)
         buffer.writeString("\n\n")
         return buffer
     }
@@ -134,12 +134,12 @@ struct OpenAIDialect: ProviderDialect {
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
         if let key = provider.apiKey { request.headers.add(name: "Authorization", value: "Bearer \(key)") }
-        request.body = .bytes(ByteBuffer(data: try JSONEncoder().encode(JSONValue.object(fields))))
+        request.body = .bytes(JSONValue.object(fields).bytes)
         return request
     }
 
     func answer(_ endpoint: OpenAIEndpoints.Endpoint, body: ByteBuffer, model: String) -> (answer: JSONValue, tokensIn: Int, tokensOut: Int) {
-        var answer = (try? JSONDecoder().decode(JSONValue.self, from: Data(buffer: body))) ?? .null
+        var answer = (try? JSONValue.parse(body)) ?? .null
         let usage = answer["usage"]
         if case .object(var members) = answer {
             members["model"] = .string(model)
@@ -161,7 +161,7 @@ struct PassThroughTranslator: StreamTranslator {
 
     mutating func feed(_ chunk: ByteBuffer) -> ByteBuffer {
         for line in lines.lines(in: chunk) where line.hasPrefix("data: {") && line.contains("\"usage\"") {
-            if let event = try? JSONDecoder().decode(JSONValue.self, from: Data(line.dropFirst(6).utf8)), let usage = event["usage"],
+            if let event = try? JSONValue.parse(line.dropFirst(6).utf8), let usage = event["usage"],
                usage["prompt_tokens"] != nil {
                 (tokensIn, tokensOut) = (usage["prompt_tokens"]?.int ?? 0, usage["completion_tokens"]?.int ?? 0)
             }

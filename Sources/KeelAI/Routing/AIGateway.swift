@@ -35,7 +35,11 @@ public final class AIGateway: Sendable {
     /// How long a deployment is left alone after a failure (429, 5xx, timeout, no connection).
     static let cooldown = Duration.seconds(10)
 
-    init(catalog: CatalogStore, usage: UsageLog) {
+    /// Spans are exported: the HTTP client then makes one per upstream call.
+    let tracing: Bool
+
+    init(catalog: CatalogStore, usage: UsageLog, tracing: Bool) {
+        self.tracing = tracing
         self.catalog = catalog
         self.usage = usage
         ledger = SpendLedger(store: catalog.store, clock: catalog.clock)
@@ -50,6 +54,7 @@ public final class AIGateway: Sendable {
                 connectionPool: .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 256),
                 decompression: .disabled)
             configuration.connectionPool.retryConnectionEstablishment = false
+            if !tracing { configuration.tracing.tracer = nil }
             let client = HTTPClient(eventLoopGroup: MultiThreadedEventLoopGroup.singleton, configuration: configuration)
             box = client
             return client
