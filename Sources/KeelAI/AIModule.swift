@@ -32,7 +32,8 @@ public struct AIModule: KeelModule {
 
     public func services(context: ModuleContext) -> [any Service] {
         context.config.roles.contains(.api)
-            ? [CatalogRefresher(ai: ai, readiness: context.readiness), UsageWriter(usage: ai.usage, readiness: context.readiness)] : []
+            ? [CatalogRefresher(ai: ai, readiness: context.readiness), UsageWriter(usage: ai.usage, readiness: context.readiness),
+               ProviderProber(ai: ai, readiness: context.readiness)] : []
     }
 
     public func middlewares(context: ModuleContext) -> [any MiddlewareProtocol<Request, Response, KeelRequestContext>] {
@@ -103,12 +104,18 @@ struct AIAdminRoutes {
         let (ai, limits) = (self.ai, self.limits)
         let catalog = ai.catalog
         routes.add(.get, "/api/v1/ai/providers", access: .permission("ai:read")) { _, _ in
-            try .json(["items": try await catalog.providerViews()])
+            let views = try await catalog.providerViews().map { view in
+                var view = view
+                view.health = ai.probes.health(of: view.name).map(ProviderView.HealthView.init)
+                return view
+            }
+            return try .json(["items": views])
         }
         routes.add(.post, "/api/v1/ai/providers", access: .permission("ai:admin")) { request, _ in
             let provider = try Self.validated(try await request.decodeJSON(AIProvider.self, limits: limits))
             let view = try await catalog.saveProvider(provider, createOnly: true)
             try await ai.reload(force: true)
+            ai.probeSoon(provider.name)
             return try .json(view, status: .created)
         }
         routes.add(.put, "/api/v1/ai/providers/{name}", access: .permission("ai:admin")) { request, context in
@@ -120,6 +127,7 @@ struct AIAdminRoutes {
             provider = try Self.validated(provider)
             let view = try await catalog.saveProvider(provider, createOnly: false)
             try await ai.reload(force: true)
+            ai.probeSoon(provider.name)
             return try .json(view)
         }
         routes.add(.delete, "/api/v1/ai/providers/{name}", access: .permission("ai:admin")) { _, context in
@@ -138,7 +146,8 @@ struct AIAdminRoutes {
         }
         routes.add(.get, "/api/v1/ai/models/{name}", access: .permission("ai:read")) { _, context in
             let name = try context.parameters.require("name")
-            guard let stored = try await catalog.model(named: name) else { throw Problem.notFound("No AI model is named \(name).") }
+            guard var stored = try await catalog.model(named: name) else { throw Problem.notFound("No AI model is named \(name).") }
+            stored.status = ai.status(of: stored.model)
             return try .json(stored)
         }
         routes.add(.put, "/api/v1/ai/models/{name}", access: .permission("ai:admin")) { request, context in

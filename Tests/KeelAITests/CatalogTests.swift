@@ -43,8 +43,11 @@ import Testing
             #expect(ai.plan(for: model).map(\.model) == ["first", "second", "third"])
             let first = model.deployments[1]
             ai.started(first)
-            ai.finished(first, failed: true)
+            ai.finished(first, failure: "answered 503")
             #expect(ai.plan(for: model).map(\.model) == ["second", "third", "first"])
+            let status = ai.status(of: model).first { $0["model"] == .string("first") }
+            #expect(status?["failures"] == .number(1) && status?["cooling_down"] == .bool(true))
+            #expect(status?["last_failure"]?["reason"] == .string("answered 503"))
             #expect(ai.plan(for: model, now: .now + .seconds(11)).map(\.model) == ["first", "second", "third"])
         }
     }

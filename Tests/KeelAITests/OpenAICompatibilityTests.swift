@@ -100,6 +100,13 @@ import Testing
         try await primary.force(500)
         let fallback = try #require(try await Self.openai(base, key: key, model: "chat-small", "chat") as? [String: Any])
         #expect(fallback["content"] as? String == "hello from backup")
+        let modelView = Self.json(try await Self.send("GET", keelURL + "/api/v1/ai/models/chat-small", headers: admin).body)
+        let primaryStatus = (modelView["status"] as? [[String: Any]])?.first { $0["provider"] as? String == "primary" }
+        #expect(primaryStatus?["cooling_down"] as? Bool == true && primaryStatus?["failures"] as? Int == 1, "\(modelView)")
+        // Probes: each provider answered its model list when it was added.
+        let health = (Self.json(try await Self.send("GET", keelURL + "/api/v1/ai/providers", headers: admin).body)["items"] as? [[String: Any]] ?? [])
+            .compactMap { $0["health"] as? [String: Any] }
+        #expect(health.count == 2 && health.allSatisfy { $0["healthy"] as? Bool == true }, "\(health)")
         #expect(try await backup.seen().last?["authorization"] as? String == nil)
 
         // Every failure comes back in OpenAI's error shape, without calling an upstream.

@@ -7,6 +7,7 @@ usage: fake_llm.py PORT NAME
   Ollama:    POST /api/chat             the same answer, natively (NDJSON lines when streaming); POST /api/embed likewise
   Anthropic: POST /v1/messages          the same answer as a message (typed SSE events when streaming); needs
                                         x-api-key and anthropic-version, max_tokens, no system role in messages
+  GET  /v1/models, /api/tags      a model list (the gateway's health probes)
   POST /control/mode?status=CODE   answer every API call with CODE (0: normal again); 429 carries Retry-After: 1
   GET  /control/seen         the API requests received so far: [{path, model, authorization, stream_options}]
 Prints "listening" once it accepts connections.
@@ -45,6 +46,10 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/control/seen":
             self.reply(200, state["seen"])
+        elif state["forced"]:
+            self.reply(state["forced"], {"error": {"message": f"forced {state['forced']}"}})
+        elif self.path in ("/v1/models", "/api/tags"):
+            self.reply(200, {"object": "list", "data": [{"id": "m", "object": "model"}], "models": [{"name": "m"}]})
         else:
             self.reply(404, {"error": {"message": "not found"}})
 

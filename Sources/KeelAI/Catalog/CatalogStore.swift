@@ -105,9 +105,31 @@ public struct ProviderView: Codable, Sendable, Equatable {
     public var apiKeySet: Bool
     public var createdAt: Date
     public var updatedAt: Date
+    /// This process's last probe of the provider.
+    var health: HealthView?
+
+    struct HealthView: Codable, Sendable, Equatable {
+        var healthy: Bool
+        var checkedAt: Date
+        var latencyMs: Double
+        var error: String?
+
+        init(_ health: ProviderProbes.Health) {
+            healthy = health.healthy
+            checkedAt = health.checkedAt
+            latencyMs = Double(health.latency / .microseconds(1)) / 1000
+            error = health.error
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case healthy, error
+            case checkedAt = "checked_at"
+            case latencyMs = "latency_ms"
+        }
+    }
 
     enum CodingKeys: String, CodingKey {
-        case name, kind
+        case name, kind, health
         case baseURL = "base_url"
         case apiKeySet = "api_key_set"
         case createdAt = "created_at"
@@ -242,15 +264,19 @@ public struct StoredModel: Sendable, Equatable, Encodable {
     public var model: AIModel
     public var createdAt: Date
     public var updatedAt: Date
+    /// Each deployment as this process sees it (in `GET /api/v1/ai/models/{name}`).
+    var status: [JSONValue]?
 
     public func encode(to encoder: any Encoder) throws {
         try model.encode(to: encoder)
         var container = encoder.container(keyedBy: Keys.self)
         try container.encode(createdAt, forKey: .createdAt)
         try container.encode(updatedAt, forKey: .updatedAt)
+        try container.encodeIfPresent(status, forKey: .status)
     }
 
     enum Keys: String, CodingKey {
+        case status
         case createdAt = "created_at"
         case updatedAt = "updated_at"
     }

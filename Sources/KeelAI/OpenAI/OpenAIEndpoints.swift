@@ -178,20 +178,20 @@ struct OpenAIEndpoints {
             do {
                 response = try await ai.client.execute(outgoing, timeout: .nanoseconds(Int64(deployment.timeoutSeconds * 1e9)))
             } catch {
-                ai.finished(deployment, failed: true)
                 lastFailure = "\(provider.name): \(error is HTTPClientError ? String(describing: error) : "connection failed")"
+                ai.finished(deployment, failure: lastFailure)
                 continue
             }
             let status = Int(response.status.code)
             if status == 429 || status >= 500 {
-                ai.finished(deployment, failed: true)
                 _ = try? await response.body.collect(upTo: 1 << 20)
                 lastFailure = "\(provider.name) answered \(status)"
+                ai.finished(deployment, failure: lastFailure)
                 continue
             }
             if status >= 400 {
                 // The upstream refused the request itself (bad parameters): the caller sees why, in OpenAI's shape.
-                ai.finished(deployment, failed: false)
+                ai.finished(deployment, failure: nil)
                 let body = try await response.body.collect(upTo: maxResponseBytes)
                 record.status = status
                 record.latency = .now - started
@@ -206,11 +206,11 @@ struct OpenAIEndpoints {
             do {
                 body = try await response.body.collect(upTo: maxResponseBytes)
             } catch {
-                ai.finished(deployment, failed: true)
                 lastFailure = "\(provider.name) broke off its answer"
+                ai.finished(deployment, failure: lastFailure)
                 continue
             }
-            ai.finished(deployment, failed: false)
+            ai.finished(deployment, failure: nil)
             let (answer, tokensIn, tokensOut) = dialect.answer(endpoint, body: body, model: name)
             record.status = status
             record.tokensIn = tokensIn
@@ -263,7 +263,7 @@ struct OpenAIEndpoints {
             } catch {
                 failed = true
             }
-            ai.finished(deployment, failed: failed)
+            ai.finished(deployment, failure: failed ? "the stream broke off" : nil)
             record.status = failed ? 499 : 200
             record.tokensIn = translator.tokensIn
             record.tokensOut = translator.tokensOut

@@ -3,6 +3,7 @@ import Foundation
 import KeelCore
 import KeelServer
 import Logging
+import Metrics
 import NIOCore
 import NIOPosix
 import Synchronization
@@ -30,6 +31,9 @@ public final class AIGateway: Sendable {
         var inFlight = 0
         var coolingUntil: ContinuousClock.Instant?
         var picked = 0
+        var successes = 0
+        var failures = 0
+        var lastFailure: (at: Date, reason: String)?
     }
 
     /// How long a deployment is left alone after a failure (429, 5xx, timeout, no connection).
@@ -72,6 +76,16 @@ public final class AIGateway: Sendable {
     var models: [String: AIModel] { snapshot.withLock { $0.models } }
 
     func provider(named name: String) -> AIProvider? { snapshot.withLock { $0.providers[name] } }
+
+    var providers: [AIProvider] { snapshot.withLock { Array($0.providers.values) } }
+
+    let probes = ProviderProbes()
+
+    /// Probes a provider that was just added or changed, without waiting for the next round.
+    func probeSoon(_ name: String) {
+        guard let provider = provider(named: name) else { return }
+        Task { await probes.probe(provider, client: client) }
+    }
 
     func policy(for credentialID: String) -> KeyPolicy? { snapshot.withLock { $0.policies[credentialID] } }
 
@@ -125,10 +139,43 @@ public final class AIGateway: Sendable {
         }
     }
 
-    func finished(_ deployment: AIModel.Deployment, failed: Bool) {
+    /// - Parameter failure: why the deployment failed (429, 5xx, timeout, no connection); `nil` when it answered.
+    func finished(_ deployment: AIModel.Deployment, failure: String?) {
         deployments.withLock {
             $0[Self.key(deployment), default: .init()].inFlight -= 1
-            if failed { $0[Self.key(deployment), default: .init()].coolingUntil = .now + Self.cooldown }
+            if let failure {
+                $0[Self.key(deployment), default: .init()].coolingUntil = .now + Self.cooldown
+                $0[Self.key(deployment), default: .init()].failures += 1
+                $0[Self.key(deployment), default: .init()].lastFailure = (Date(), failure)
+            } else {
+                $0[Self.key(deployment), default: .init()].successes += 1
+            }
+        }
+        if let failure {
+            Counter(label: "keel_ai_upstream_errors_total", dimensions: [("provider", deployment.provider), ("deployment", deployment.model)]).increment()
+            logger.warning("AI deployment failed; cooling down", metadata: [
+                "provider": .string(deployment.provider), "deployment": .string(deployment.model), "reason": .string(failure),
+            ])
+        }
+    }
+
+    /// Each deployment of `model` as this process sees it: requests in flight, answers and failures so far,
+    /// the last failure and whether it is cooling down.
+    func status(of model: AIModel, now: ContinuousClock.Instant = .now) -> [JSONValue] {
+        deployments.withLock { states in
+            model.deployments.map { deployment in
+                let state = states[Self.key(deployment)] ?? .init()
+                var status: [String: JSONValue] = [
+                    "provider": .string(deployment.provider), "model": .string(deployment.model),
+                    "in_flight": .number(Double(state.inFlight)), "successes": .number(Double(state.successes)),
+                    "failures": .number(Double(state.failures)),
+                    "cooling_down": .bool(state.coolingUntil.map { $0 > now } ?? false),
+                ]
+                if let last = state.lastFailure {
+                    status["last_failure"] = .object(["at": .string(Timestamp.format(last.at)), "reason": .string(last.reason)])
+                }
+                return .object(status)
+            }
         }
     }
 
