@@ -293,4 +293,40 @@ import Testing
         #expect(raw.status == 429)
         #expect(try await provider.seen().count == 5)
     }
+
+    @Test func cachedModelsAnswerRepeatsWithoutTheUpstream() async throws {
+        let provider = try await FakeProvider("cached")
+        let keel = try KeelProcess(["up", "--port", "0"], environment: [
+            "KEEL_ADMIN_EMAIL": "admin@example.com", "KEEL_ADMIN_PASSWORD": "ai-admin-passphrase-1", "KEEL_AUTH_BCRYPT_COST": "4",
+        ])
+        let port = try await keel.waitUntilReady()
+        let keelURL = "http://127.0.0.1:\(port)"
+        let login = try await Self.send("POST", keelURL + "/api/v1/auth/login", headers: ["Content-Type": "application/json"],
+                                        body: #"{"email": "admin@example.com", "password": "ai-admin-passphrase-1"}"#)
+        let admin = ["Authorization": "Bearer \(try #require(Self.json(login.body)["access_token"] as? String))", "Content-Type": "application/json"]
+        _ = try await Self.send("POST", keelURL + "/api/v1/ai/providers", headers: admin, body: #"{"name": "fake", "kind": "openai", "base_url": "\#(provider.baseURL)"}"#)
+        #expect(try await Self.send("POST", keelURL + "/api/v1/ai/models", headers: admin,
+                                    body: #"{"name": "faq", "deployments": [{"provider": "fake", "model": "m"}], "cache": {"ttl_seconds": 0}}"#).status == 422)
+        _ = try await Self.send("POST", keelURL + "/api/v1/ai/models", headers: admin,
+                                body: #"{"name": "faq", "deployments": [{"provider": "fake", "model": "m"}], "cache": {"ttl_seconds": 60}}"#)
+        let key = try #require(Self.json(try await Self.send("POST", keelURL + "/api/v1/apikeys", headers: admin,
+                                                              body: #"{"name": "app", "permissions": ["ai:use"]}"#).body)["key"] as? String)
+        let headers = ["Authorization": "Bearer \(key)", "Content-Type": "application/json"]
+        // The same request with its keys in another order is the same request.
+        let first = try await Self.send("POST", keelURL + "/v1/chat/completions", headers: headers,
+                                        body: #"{"model": "faq", "temperature": 0, "messages": [{"role": "user", "content": "hours?"}]}"#)
+        let second = try await Self.send("POST", keelURL + "/v1/chat/completions", headers: headers,
+                                         body: #"{"messages": [{"content": "hours?", "role": "user"}], "temperature": 0, "model": "faq"}"#)
+        #expect(first.status == 200 && second.status == 200)
+        #expect(Self.json(first.body)["choices"] as? [[String: Any]] != nil)
+        #expect((Self.json(second.body)["choices"] as? [[String: Any]])?.first?["message"] as? [String: String] == ["role": "assistant", "content": "hello from cached"])
+        #expect(try await provider.seen().count == 1)
+        _ = try await Self.send("POST", keelURL + "/v1/chat/completions", headers: headers,
+                                body: #"{"model": "faq", "messages": [{"role": "user", "content": "address?"}]}"#)
+        _ = try await Self.openai(keelURL + "/v1", key: key, model: "faq", "stream")
+        #expect(try await provider.seen().count == 3)
+        let metrics = try await Self.send("GET", keelURL + "/metrics").body
+        #expect(metrics.contains("keel_ai_cache_hits_total 1"))
+        #expect(metrics.contains("keel_ai_cache_misses_total 2"))
+    }
 }

@@ -104,16 +104,27 @@ public struct AIModel: Codable, Sendable, Equatable {
         }
     }
 
+    /// Keep whole answers for `ttl_seconds` and answer the same request again from memory.
+    public struct Cache: Codable, Sendable, Equatable {
+        public var ttlSeconds: Double
+
+        enum CodingKeys: String, CodingKey {
+            case ttlSeconds = "ttl_seconds"
+        }
+    }
+
     public var name: String
     public var deployments: [Deployment]
     public var strategy: Strategy
     public var price: Price?
+    public var cache: Cache?
 
-    public init(name: String, deployments: [Deployment], strategy: Strategy = .priority, price: Price? = nil) {
+    public init(name: String, deployments: [Deployment], strategy: Strategy = .priority, price: Price? = nil, cache: Cache? = nil) {
         self.name = name
         self.deployments = deployments
         self.strategy = strategy
         self.price = price
+        self.cache = cache
     }
 
     public init(from decoder: any Decoder) throws {
@@ -122,10 +133,11 @@ public struct AIModel: Codable, Sendable, Equatable {
                   deployments: try container.decode([Deployment].self, forKey: .deployments))
         strategy = try container.decodeIfPresent(Strategy.self, forKey: .strategy) ?? strategy
         price = try container.decodeIfPresent(Price.self, forKey: .price)
+        cache = try container.decodeIfPresent(Cache.self, forKey: .cache)
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, deployments, strategy, price
+        case name, deployments, strategy, price, cache
     }
 
     static let nameRule = "must be 1-200 characters of letters, digits, '.', '_', ':', '/' or '-'"
@@ -152,6 +164,9 @@ public struct AIModel: Codable, Sendable, Equatable {
             if !(1...3600).contains(deployment.timeoutSeconds) {
                 errors.append(FieldError(field: "\(field).timeout_seconds", message: "must be from 1 to 3600"))
             }
+        }
+        if let cache, !(1...86_400).contains(cache.ttlSeconds) {
+            errors.append(FieldError(field: "cache.ttl_seconds", message: "must be from 1 to 86400"))
         }
         if let price, !(0...1_000_000).contains(price.inputPerMillion) || !(0...1_000_000).contains(price.outputPerMillion) {
             errors.append(FieldError(field: "price", message: "input_per_million and output_per_million must be from 0 to 1000000"))

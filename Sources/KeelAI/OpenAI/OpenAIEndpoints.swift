@@ -152,6 +152,16 @@ struct OpenAIEndpoints {
         var record = UsageRecord(at: Date(), credentialID: principal.credentialID, subject: principal.subject, model: name,
                                  endpoint: endpoint.rawValue, status: 0, tokensIn: 0, tokensOut: 0, cost: 0, latency: .zero, streamed: streamed,
                                  settlement: settlement, minute: minute)
+        let cacheKey = model.cache != nil && !streamed ? ResponseCache.key(model: name, fields: fields) : nil
+        if let cacheKey, let cached = ai.cache.lookup(cacheKey) {
+            record.status = 200
+            record.latency = .now - started
+            record.timeToFirstToken = record.latency
+            ai.usage.record(record)
+            var headers: HTTPFields = [.contentType: "application/json"]
+            headers[HTTPField.Name("X-Keel-Cache")!] = "hit"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: cached.bytes))
+        }
         var lastFailure = "no deployment could be tried"
         var attempts = 0
         let plan = ai.plan(for: model)
@@ -219,6 +229,7 @@ struct OpenAIEndpoints {
             record.latency = .now - started
             record.timeToFirstToken = record.latency
             ai.usage.record(record)
+            if let cacheKey, let ttl = model.cache?.ttlSeconds { ai.cache.store(answer, for: cacheKey, ttl: .seconds(ttl)) }
             return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: answer.bytes))
         }
         record.status = 502

@@ -80,6 +80,7 @@ public final class AIGateway: Sendable {
     var providers: [AIProvider] { snapshot.withLock { Array($0.providers.values) } }
 
     let probes = ProviderProbes()
+    let cache = ResponseCache()
 
     /// Probes a provider that was just added or changed, without waiting for the next round.
     func probeSoon(_ name: String) {
