@@ -38,6 +38,18 @@ import Testing
         (try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]) ?? [:]
     }
 
+    /// `keel up` with its first admin signed in: the process (keep it alive), its URL and the admin's headers.
+    static func startKeel(_ environment: [String: String] = [:]) async throws -> (KeelProcess, String, [String: String]) {
+        let process = try KeelProcess(["up", "--port", "0"], environment: [
+            "KEEL_ADMIN_EMAIL": "admin@example.com", "KEEL_ADMIN_PASSWORD": "ai-admin-passphrase-1", "KEEL_AUTH_BCRYPT_COST": "4",
+        ].merging(environment) { _, new in new })
+        let url = "http://127.0.0.1:\(try await process.waitUntilReady())"
+        let login = try await send("POST", url + "/api/v1/auth/login", headers: ["Content-Type": "application/json"],
+                                   body: #"{"email": "admin@example.com", "password": "ai-admin-passphrase-1"}"#)
+        let token = try #require(json(login.body)["access_token"] as? String)
+        return (process, url, ["Authorization": "Bearer \(token)", "Content-Type": "application/json"])
+    }
+
     /// Runs a scenario of `Tests/Support/openai_client.py` and returns what it printed.
     static func openai(_ base: String, key: String, model: String, _ scenario: String) async throws -> Any {
         let client = try PythonHelper("openai_client.py", arguments: [base, key, model, scenario])
@@ -48,16 +60,8 @@ import Testing
 
     @Test func openAIClientsChatStreamAndEmbedThroughRoutingAndFallback() async throws {
         let (primary, backup) = (try await FakeProvider("primary"), try await FakeProvider("backup"))
-        let keel = try KeelProcess(["up", "--port", "0"], environment: [
-            "KEEL_ADMIN_EMAIL": "admin@example.com", "KEEL_ADMIN_PASSWORD": "ai-admin-passphrase-1", "KEEL_AUTH_BCRYPT_COST": "4",
-            "KEEL_SECRET_KEY": "ai-test-secret-key-0123456789abcdef",
-        ])
-        let port = try await keel.waitUntilReady()
-        let keelURL = "http://127.0.0.1:\(port)"
-        let login = try await Self.send("POST", keelURL + "/api/v1/auth/login", headers: ["Content-Type": "application/json"],
-                                        body: #"{"email": "admin@example.com", "password": "ai-admin-passphrase-1"}"#)
-        let token = try #require(Self.json(login.body)["access_token"] as? String)
-        let admin = ["Authorization": "Bearer \(token)", "Content-Type": "application/json"]
+        let (keel, keelURL, admin) = try await Self.startKeel(["KEEL_SECRET_KEY": "ai-test-secret-key-0123456789abcdef"])
+        defer { withExtendedLifetime(keel) {} }
         func create(_ path: String, _ body: String) async throws -> (status: Int, body: String) {
             try await Self.send("POST", keelURL + path, headers: admin, body: body)
         }
@@ -150,7 +154,7 @@ import Testing
     @Test(arguments: [StoreKind.sqlite, .postgres])
     func budgetsHoldUnderConcurrencyAndKeysSeeOnlyTheirModels(_ kind: StoreKind) async throws {
         try await withScratchDatabase(kind) { location in
-            var environment = ["KEEL_ADMIN_EMAIL": "admin@example.com", "KEEL_ADMIN_PASSWORD": "ai-admin-passphrase-1", "KEEL_AUTH_BCRYPT_COST": "4"]
+            var environment: [String: String] = [:]
             if case .postgres(let url) = location {
                 environment["KEEL_DATABASE_URL"] = url.connectionString()
                 environment["KEEL_DATABASE_TLS"] = "disable"
@@ -161,12 +165,8 @@ import Testing
 
     func budgets(_ environment: [String: String]) async throws {
         let provider = try await FakeProvider("metered")
-        let keel = try KeelProcess(["up", "--port", "0"], environment: environment)
-        let port = try await keel.waitUntilReady()
-        let keelURL = "http://127.0.0.1:\(port)"
-        let login = try await Self.send("POST", keelURL + "/api/v1/auth/login", headers: ["Content-Type": "application/json"],
-                                        body: #"{"email": "admin@example.com", "password": "ai-admin-passphrase-1"}"#)
-        let admin = ["Authorization": "Bearer \(try #require(Self.json(login.body)["access_token"] as? String))", "Content-Type": "application/json"]
+        let (keel, keelURL, admin) = try await Self.startKeel(environment)
+        defer { withExtendedLifetime(keel) {} }
         _ = try await Self.send("POST", keelURL + "/api/v1/ai/providers", headers: admin,
                                 body: #"{"name": "fake", "kind": "openai", "base_url": "\#(provider.baseURL)"}"#)
         // 7 output tokens at 1e6/7 per million: every answer costs exactly 1.
@@ -209,15 +209,8 @@ import Testing
 
     @Test func ollamaAndAnthropicAreTranslatedBothWays() async throws {
         let native = try await FakeProvider("native")
-        let keel = try KeelProcess(["up", "--port", "0"], environment: [
-            "KEEL_ADMIN_EMAIL": "admin@example.com", "KEEL_ADMIN_PASSWORD": "ai-admin-passphrase-1", "KEEL_AUTH_BCRYPT_COST": "4",
-            "KEEL_SECRET_KEY": "ai-test-secret-key-0123456789abcdef",
-        ])
-        let port = try await keel.waitUntilReady()
-        let keelURL = "http://127.0.0.1:\(port)"
-        let login = try await Self.send("POST", keelURL + "/api/v1/auth/login", headers: ["Content-Type": "application/json"],
-                                        body: #"{"email": "admin@example.com", "password": "ai-admin-passphrase-1"}"#)
-        let admin = ["Authorization": "Bearer \(try #require(Self.json(login.body)["access_token"] as? String))", "Content-Type": "application/json"]
+        let (keel, keelURL, admin) = try await Self.startKeel(["KEEL_SECRET_KEY": "ai-test-secret-key-0123456789abcdef"])
+        defer { withExtendedLifetime(keel) {} }
         let server = "http://127.0.0.1:\(native.port)"
         for body in [#"{"name": "ollama", "kind": "ollama", "base_url": "\#(server)"}"#,
                      #"{"name": "claude", "kind": "anthropic", "base_url": "\#(server)", "api_key": "sk-ant-test"}"#] {
@@ -257,14 +250,8 @@ import Testing
 
     @Test func perMinuteLimitsRefuseWithRetryAfter() async throws {
         let provider = try await FakeProvider("limited")
-        let keel = try KeelProcess(["up", "--port", "0"], environment: [
-            "KEEL_ADMIN_EMAIL": "admin@example.com", "KEEL_ADMIN_PASSWORD": "ai-admin-passphrase-1", "KEEL_AUTH_BCRYPT_COST": "4",
-        ])
-        let port = try await keel.waitUntilReady()
-        let keelURL = "http://127.0.0.1:\(port)"
-        let login = try await Self.send("POST", keelURL + "/api/v1/auth/login", headers: ["Content-Type": "application/json"],
-                                        body: #"{"email": "admin@example.com", "password": "ai-admin-passphrase-1"}"#)
-        let admin = ["Authorization": "Bearer \(try #require(Self.json(login.body)["access_token"] as? String))", "Content-Type": "application/json"]
+        let (keel, keelURL, admin) = try await Self.startKeel()
+        defer { withExtendedLifetime(keel) {} }
         _ = try await Self.send("POST", keelURL + "/api/v1/ai/providers", headers: admin, body: #"{"name": "fake", "kind": "openai", "base_url": "\#(provider.baseURL)"}"#)
         _ = try await Self.send("POST", keelURL + "/api/v1/ai/models", headers: admin, body: #"{"name": "chat", "deployments": [{"provider": "fake", "model": "m"}]}"#)
         func key(_ policy: String) async throws -> String {
@@ -296,14 +283,8 @@ import Testing
 
     @Test func cachedModelsAnswerRepeatsWithoutTheUpstream() async throws {
         let provider = try await FakeProvider("cached")
-        let keel = try KeelProcess(["up", "--port", "0"], environment: [
-            "KEEL_ADMIN_EMAIL": "admin@example.com", "KEEL_ADMIN_PASSWORD": "ai-admin-passphrase-1", "KEEL_AUTH_BCRYPT_COST": "4",
-        ])
-        let port = try await keel.waitUntilReady()
-        let keelURL = "http://127.0.0.1:\(port)"
-        let login = try await Self.send("POST", keelURL + "/api/v1/auth/login", headers: ["Content-Type": "application/json"],
-                                        body: #"{"email": "admin@example.com", "password": "ai-admin-passphrase-1"}"#)
-        let admin = ["Authorization": "Bearer \(try #require(Self.json(login.body)["access_token"] as? String))", "Content-Type": "application/json"]
+        let (keel, keelURL, admin) = try await Self.startKeel()
+        defer { withExtendedLifetime(keel) {} }
         _ = try await Self.send("POST", keelURL + "/api/v1/ai/providers", headers: admin, body: #"{"name": "fake", "kind": "openai", "base_url": "\#(provider.baseURL)"}"#)
         #expect(try await Self.send("POST", keelURL + "/api/v1/ai/models", headers: admin,
                                     body: #"{"name": "faq", "deployments": [{"provider": "fake", "model": "m"}], "cache": {"ttl_seconds": 0}}"#).status == 422)

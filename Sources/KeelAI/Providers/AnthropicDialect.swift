@@ -110,7 +110,7 @@ struct AnthropicStreamTranslator: StreamTranslator {
             switch event["type"]?.string {
             case "message_start":
                 tokensIn = event["message"]?["usage"]?["input_tokens"]?.int ?? 0
-                var first = writer.chunk(delta: ["role": .string("assistant"), "content": .string("")])
+                var first = writer.opening
                 out.writeBuffer(&first)
             case "content_block_delta":
                 if let text = event["delta"]?["text"]?.string, !text.isEmpty {
@@ -121,14 +121,8 @@ struct AnthropicStreamTranslator: StreamTranslator {
                 finishReason = AnthropicDialect.finishReason(event["delta"]?["stop_reason"]?.string)
                 tokensOut = event["usage"]?["output_tokens"]?.int ?? tokensOut
             case "message_stop":
-                var last = writer.chunk(delta: [:], finishReason: finishReason)
-                out.writeBuffer(&last)
-                if includeUsage {
-                    var usage = writer.usage(tokensIn, tokensOut)
-                    out.writeBuffer(&usage)
-                }
-                var done = ChunkWriter.done
-                out.writeBuffer(&done)
+                var ending = writer.ending(finishReason: finishReason, includeUsage: includeUsage, tokensIn: tokensIn, tokensOut: tokensOut)
+                out.writeBuffer(&ending)
             default:
                 break
             }

@@ -100,7 +100,7 @@ struct OllamaStreamTranslator: StreamTranslator {
             guard let event = try? JSONValue.parse(line.utf8) else { continue }
             if !started {
                 started = true
-                var first = writer.chunk(delta: ["role": .string("assistant"), "content": .string("")])
+                var first = writer.opening
                 out.writeBuffer(&first)
             }
             if let content = event["message"]?["content"]?.string, !content.isEmpty {
@@ -109,14 +109,9 @@ struct OllamaStreamTranslator: StreamTranslator {
             }
             if event["done"] == .bool(true) {
                 (tokensIn, tokensOut) = (event["prompt_eval_count"]?.int ?? 0, event["eval_count"]?.int ?? 0)
-                var last = writer.chunk(delta: [:], finishReason: event["done_reason"]?.string == "length" ? "length" : "stop")
-                out.writeBuffer(&last)
-                if includeUsage {
-                    var usage = writer.usage(tokensIn, tokensOut)
-                    out.writeBuffer(&usage)
-                }
-                var done = ChunkWriter.done
-                out.writeBuffer(&done)
+                var ending = writer.ending(finishReason: event["done_reason"]?.string == "length" ? "length" : "stop",
+                                           includeUsage: includeUsage, tokensIn: tokensIn, tokensOut: tokensOut)
+                out.writeBuffer(&ending)
             }
         }
         return out

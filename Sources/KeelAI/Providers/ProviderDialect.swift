@@ -78,6 +78,22 @@ struct ChunkWriter: Sendable {
     }
 
     static let done = ByteBuffer(string: "data: [DONE]\n\n")
+
+    /// The opening chunk of a translated stream (the assistant's role).
+    var opening: ByteBuffer { chunk(delta: ["role": .string("assistant"), "content": .string("")]) }
+
+    /// The closing chunks of a translated stream: the finish reason, the usage chunk when the client asked
+    /// for it, and `[DONE]`.
+    func ending(finishReason: String, includeUsage: Bool, tokensIn: Int, tokensOut: Int) -> ByteBuffer {
+        var out = chunk(delta: [:], finishReason: finishReason)
+        if includeUsage {
+            var usage = usage(tokensIn, tokensOut)
+            out.writeBuffer(&usage)
+        }
+        var done = Self.done
+        out.writeBuffer(&done)
+        return out
+    }
 }
 
 func usageObject(_ tokensIn: Int, _ tokensOut: Int) -> JSONValue {
