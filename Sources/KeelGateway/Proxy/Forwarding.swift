@@ -54,8 +54,8 @@ extension Gateway {
             principal = try await RouteRegistrar.authorize(request, context: context, access: active.access, authenticator: authenticator)
         }
         if let policy = route.rateLimit {
-            let key = principal.map { $0.credentialID.map { "key:" + $0 } ?? "user:" + $0.subject } ?? "ip:" + context.clientIP
-            let decision = try await limiter.take(route: route.name, caller: key, policy: policy)
+            let decision = try await limiter.take(route: route.name, caller: ActiveRoute.rateLimitCaller(principal, clientIP: context.clientIP),
+                                                  policy: policy)
             exchange.rateLimit = decision
             guard decision.allowed else {
                 active.metrics.rateLimited.increment()
@@ -87,8 +87,7 @@ extension Gateway {
             dropCredentials: active.access != .public && !route.forwardToken)
         let idempotent: Set<HTTPRequest.Method> = [.get, .head, .options, .put, .delete, .trace]
         let retriesAllowed = idempotent.contains(request.method) && body.isReplayable ? route.retries : 0
-        let stickyKey = active.stickyHeader.flatMap { request.headers[$0] }
-            ?? route.sticky?.cookie.flatMap { Self.cookie(named: $0, in: request.headers[values: .cookie]) }
+        let stickyKey = active.stickyKey(for: request)
         let upstreamPath = active.upstreamPath(for: path) + (request.uri.query.map { "?" + $0 } ?? "")
 
         var pool = active.pool
@@ -247,10 +246,7 @@ extension Gateway {
 
     /// The caller's `traceparent` when well-formed, so the upstream continues its trace; otherwise a new, unsampled one.
     static func traceparent(_ header: String?) -> String {
-        if let header, header.utf8.count == 55, header.hasPrefix("00-"),
-           header.utf8.allSatisfy({ $0 == UInt8(ascii: "-") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) }) {
-            return header
-        }
+        if let header, traceID(fromTraceparent: header) != nil { return header }
         // IDs need to be unique, not secret: a counter mixed with a per-process random seed (SplitMix64)
         // instead of a getrandom call per byte.
         let base = traceSequence.wrappingAdd(3, ordering: .relaxed).oldValue &+ traceSeed
@@ -265,16 +261,6 @@ extension Gateway {
 
     private static let traceSeed = UInt64.random(in: .min ... .max)
     private static let traceSequence = Atomic<UInt64>(0)
-
-    static func cookie(named name: String, in headers: [String]) -> String? {
-        for header in headers {
-            for pair in header.split(separator: ";") {
-                let parts = pair.split(separator: "=", maxSplits: 1)
-                if parts.count == 2, parts[0].trimmingCharacters(in: .whitespaces) == name { return String(parts[1]) }
-            }
-        }
-        return nil
-    }
 
     static func seconds(_ value: Double) -> String {
         value == value.rounded() ? String(Int(value)) : String(value)

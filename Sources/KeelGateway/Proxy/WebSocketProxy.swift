@@ -37,13 +37,11 @@ struct GatewayWebSocketForwarder: WebSocketForwarder {
             principal = caller
         }
         if let policy = route.rateLimit {
-            let key = principal.map { $0.credentialID.map { "key:" + $0 } ?? "user:" + $0.subject } ?? "ip:" + context.clientIP
-            guard (try? await gateway.limiter.take(route: route.name, caller: key, policy: policy))?.allowed == true else { return .dontUpgrade }
+            let caller = ActiveRoute.rateLimitCaller(principal, clientIP: context.clientIP)
+            guard (try? await gateway.limiter.take(route: route.name, caller: caller, policy: policy))?.allowed == true else { return .dontUpgrade }
         }
         guard Self.originAllowed(head, route: route) else { return .dontUpgrade }
-        let stickyKey = active.stickyHeader.flatMap { head.headerFields[$0] }
-            ?? route.sticky?.cookie.flatMap { Gateway.cookie(named: $0, in: head.headerFields[values: .cookie]) }
-        guard let index = active.pool.pick(stickyKey: stickyKey) else { return .dontUpgrade }
+        guard let index = active.pool.pick(stickyKey: active.stickyKey(for: request)) else { return .dontUpgrade }
         let pool = active.pool
         let instance = pool.instances[index]
         let target = (instance.url.secure ? "wss://" : "ws://") + instance.url.authority

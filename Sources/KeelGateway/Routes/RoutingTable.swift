@@ -113,6 +113,16 @@ final class ActiveRoute: Sendable {
         return true
     }
 
+    /// Whose rate-limit bucket a request draws on: its API key, else its user, else its IP address.
+    static func rateLimitCaller(_ principal: Principal?, clientIP: String) -> String {
+        principal.map { $0.credentialID.map { "key:" + $0 } ?? "user:" + $0.subject } ?? "ip:" + clientIP
+    }
+
+    /// The value that keeps a client on one instance, from the route's sticky header or cookie.
+    func stickyKey(for request: Request) -> String? {
+        stickyHeader.flatMap { request.headers[$0] } ?? route.sticky?.cookie.flatMap { request.cookies[$0]?.value }
+    }
+
     /// The path the upstream gets: the prefix stripped or rewritten as the route says.
     func upstreamPath(for path: String) -> String {
         let prefix = route.match.prefix

@@ -138,6 +138,11 @@ public func requestID(from header: String?) -> String {
     ObservabilityMiddleware.requestID(from: header)
 }
 
+/// The trace ID of a well-formed W3C `traceparent`, or `nil`.
+public func traceID(fromTraceparent header: String?) -> String? {
+    ObservabilityMiddleware.traceID(fromTraceparent: header)
+}
+
 /// `1234` µs as `"1.234"`, the access log's `duration_ms`.
 public func accessLogMilliseconds(_ duration: Duration) -> String {
     ObservabilityMiddleware.milliseconds(fromMicroseconds: Int(duration / .microseconds(1)))
