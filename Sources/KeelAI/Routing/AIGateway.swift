@@ -5,7 +5,6 @@ import KeelServer
 import Logging
 import Metrics
 import NIOCore
-import NIOPosix
 import Synchronization
 
 /// The AI gateway of one process: the catalog in force (providers with their keys, models), the state of
@@ -18,7 +17,7 @@ public final class AIGateway: Sendable {
     let logger = Logger(label: "keel.ai")
     private let snapshot = Mutex(Snapshot())
     private let deployments = Mutex<[String: DeploymentState]>([:])
-    private let clientBox = Mutex<HTTPClient?>(nil)
+    private let upstreams: UpstreamClient
 
     struct Snapshot {
         var revision = -1
@@ -48,29 +47,13 @@ public final class AIGateway: Sendable {
         self.usage = usage
         ledger = SpendLedger(store: catalog.store, clock: catalog.clock)
         minutes = MinuteLimits(store: catalog.store, clock: catalog.clock)
+        upstreams = UpstreamClient(connectTimeout: .seconds(10), connectionsPerHost: 256, http1Only: false, tracing: tracing)
     }
 
-    var client: HTTPClient {
-        clientBox.withLock { box in
-            if let client = box { return client }
-            var configuration = HTTPClient.Configuration(
-                redirectConfiguration: .disallow, timeout: .init(connect: .seconds(10)),
-                connectionPool: .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 256),
-                decompression: .disabled)
-            configuration.connectionPool.retryConnectionEstablishment = false
-            if !tracing { configuration.tracing.tracer = nil }
-            let client = HTTPClient(eventLoopGroup: MultiThreadedEventLoopGroup.singleton, configuration: configuration)
-            box = client
-            return client
-        }
-    }
+    var client: HTTPClient { upstreams.client }
 
     func shutdown() async {
-        let client = clientBox.withLock { box in
-            defer { box = nil }
-            return box
-        }
-        try? await client?.shutdown()
+        await upstreams.shutdown()
     }
 
     var models: [String: AIModel] { snapshot.withLock { $0.models } }

@@ -6,7 +6,6 @@ import KeelServer
 import Logging
 import NIOCore
 import NIOHTTP1
-import NIOPosix
 import Synchronization
 
 /// The gateway of one process: the routes in force and the client that forwards to upstreams. The
@@ -24,8 +23,7 @@ public final class Gateway: Sendable {
     private let table = Mutex(RoutingTable(routes: []))
     /// The store revision and registered instances the table was built from.
     let loaded = Mutex<(revision: Int, services: [String: [String]])>((-1, [:]))
-    /// Made on first use, so that processes that never proxy (or only build the module) own no client to shut down.
-    private let clientBox = Mutex<HTTPClient?>(nil)
+    private let upstreams: UpstreamClient
 
     init(authenticator: any RequestAuthenticator, limiter: RateLimiter, accessLog: Bool, tracing: Bool, scheme: String) {
         self.authenticator = authenticator
@@ -33,32 +31,11 @@ public final class Gateway: Sendable {
         self.accessLog = accessLog
         self.tracing = tracing
         self.scheme = scheme
+        // Without an exporter the gateway passes the caller's `traceparent` on itself.
+        upstreams = UpstreamClient(connectTimeout: .seconds(5), connectionsPerHost: 1024, http1Only: true, tracing: tracing)
     }
 
-    var client: HTTPClient {
-        clientBox.withLock { box in
-            if let client = box { return client }
-            let client = Self.makeClient(tracing: tracing)
-            box = client
-            return client
-        }
-    }
-
-    private static func makeClient(tracing: Bool) -> HTTPClient {
-        var configuration = HTTPClient.Configuration(
-            redirectConfiguration: .disallow,
-            timeout: .init(connect: .seconds(5)),
-            connectionPool: .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 1024),
-            decompression: .disabled)
-        configuration.httpVersion = .http1Only
-        // A refused connection fails the request at once, so it can go to another instance, instead of
-        // waiting in the pool for the connect timeout while the pool retries.
-        configuration.connectionPool.retryConnectionEstablishment = false
-        // Without an exporter a client span per request would cost time and go nowhere; the gateway then
-        // passes the caller's `traceparent` on itself.
-        if !tracing { configuration.tracing.tracer = nil }
-        return HTTPClient(eventLoopGroup: MultiThreadedEventLoopGroup.singleton, configuration: configuration)
-    }
+    var client: HTTPClient { upstreams.client }
 
     var routes: RoutingTable { table.withLock { $0 } }
 
@@ -84,11 +61,7 @@ public final class Gateway: Sendable {
     }
 
     func shutdown() async {
-        let client = clientBox.withLock { box in
-            defer { box = nil }
-            return box
-        }
-        try? await client?.shutdown()
+        await upstreams.shutdown()
     }
 }
 
