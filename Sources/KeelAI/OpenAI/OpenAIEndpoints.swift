@@ -53,8 +53,7 @@ struct OpenAIEndpoints {
         func invalid(_ param: String, _ message: String) -> Problem {
             Problem.validation(message, errors: [FieldError(field: param, message: message)])
         }
-        guard case .string(let model)? = fields["model"], !model.isEmpty else { throw invalid("model", "model is required: the name of a model (see GET /v1/models).") }
-        _ = model
+        guard fields["model"]?.string?.isEmpty == false else { throw invalid("model", "model is required: the name of a model (see GET /v1/models).") }
         if let stream = fields["stream"] {
             guard case .bool = stream else { throw invalid("stream", "stream must be true or false.") }
             if endpoint == .embeddings { throw invalid("stream", "Embeddings cannot be streamed.") }
@@ -90,7 +89,7 @@ struct OpenAIEndpoints {
         let (fields, bodyBytes) = try await parse(endpoint, request: request)
         let policy = principal.credentialID.flatMap(ai.policy(for:))
         guard case .string(let name)? = fields["model"], let model = ai.models[name], policy?.allows(name) ?? true else {
-            let requested = fields["model"].flatMap { if case .string(let text) = $0 { text } else { nil } } ?? ""
+            let requested = fields["model"]?.string ?? ""
             if ai.models[requested] != nil {
                 throw Problem(status: .forbidden, slug: "model-not-allowed", title: "Model not allowed",
                               detail: "This API key may not use the model \(requested).")

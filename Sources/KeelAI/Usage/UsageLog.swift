@@ -33,6 +33,8 @@ struct UsageRecord: Sendable {
 final class UsageLog: Sendable {
     let store: any Store
     private let handles = Mutex<[String: ModelMetrics]>([:])
+    /// `keel_ai_requests_total` by model, provider and status, kept for reuse on the request path.
+    private let requests = Mutex<[String: Counter]>([:])
     private let pending = Mutex<[UsageRecord]>([])
     private let dropped = Counter(label: "keel_ai_usage_rows_dropped_total")
     /// Rows held while the store cannot take them.
@@ -153,9 +155,15 @@ final class UsageLog: Sendable {
             handles[record.model] = created
             return created
         }
-        Counter(label: "keel_ai_requests_total", dimensions: [
-            ("model", record.model), ("provider", record.provider ?? "-"), ("status", String(record.status)),
-        ]).increment()
+        let requestsKey = record.model + "|" + (record.provider ?? "-") + "|" + String(record.status)
+        requests.withLock { counters in
+            if let counter = counters[requestsKey] { return counter }
+            let counter = Counter(label: "keel_ai_requests_total", dimensions: [
+                ("model", record.model), ("provider", record.provider ?? "-"), ("status", String(record.status)),
+            ])
+            counters[requestsKey] = counter
+            return counter
+        }.increment()
         metrics.tokensIn.increment(by: record.tokensIn)
         metrics.tokensOut.increment(by: record.tokensOut)
         if record.cost > 0 { metrics.cost.increment(by: record.cost) }
