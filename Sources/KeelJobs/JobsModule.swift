@@ -35,9 +35,10 @@ public struct JobsModule: KeelModule {
     public func services(context: ModuleContext) -> [any Service] {
         var services: [any Service] = []
         if context.config.roles.contains(.worker), !concurrency.isEmpty {
-            services.append(JobWorker(queue: queue, concurrency: concurrency, leaseSeconds: context.config.jobLeaseSeconds, readiness: context.readiness))
+            let worker = JobWorker(queue: queue, concurrency: concurrency, leaseSeconds: context.config.jobLeaseSeconds, readiness: context.readiness)
+            services.append(worker)
             if context.store.dialect == .postgres, context.config.jobWakeup == .notify {
-                services.append(JobNotifications(queue: queue, readiness: context.readiness))
+                services.append(JobNotifications(queue: queue, worker: worker, readiness: context.readiness))
             }
         }
         if context.config.roles.contains(.api) {

@@ -27,10 +27,10 @@ public protocol Store: Service {
     func appliedMigrations() async throws(StoreError) -> [AppliedMigration]
     /// Checks that the store answers.
     func ping() async throws(StoreError)
-    /// Calls `notified` for each notification on `channel` until the task is cancelled: PostgreSQL's
-    /// LISTEN, so other processes' changes wake this one. SQLite serves one process, which wakes itself,
-    /// so there it only waits.
-    func listen(channel: String, notified: @escaping @Sendable () -> Void) async throws
+    /// Calls `notified` with each notification's payload on `channel` until the task is cancelled:
+    /// PostgreSQL's LISTEN, so other processes' changes wake this one. SQLite serves one process, which
+    /// wakes itself, so there it only waits.
+    func listen(channel: String, notified: @escaping @Sendable (_ payload: String) -> Void) async throws
     /// Connection figures for `/metrics`.
     func poolStatistics() -> StorePoolStatistics
 }

@@ -309,7 +309,7 @@ struct TestFailure: Error, CustomStringConvertible {
             let enqueuer = JobQueue(store: store, tasks: .testTasks)
             let workerSide = JobQueue(store: store, tasks: .testTasks)
             let worker = JobWorker(queue: workerSide, concurrency: ["default": 1], idlePoll: .seconds(60))
-            let listener = JobNotifications(queue: workerSide, readiness: nil)
+            let listener = JobNotifications(queue: workerSide, worker: worker, readiness: nil)
             let tasks = [Task { try await worker.run() }, Task { try await listener.run() }]
             defer { tasks.forEach { $0.cancel() } }
             try await Task.sleep(for: .milliseconds(500))  // both idle: the claim loop sleeps, the listener listens
@@ -320,6 +320,51 @@ struct TestFailure: Error, CustomStringConvertible {
             #expect(ran)
             #expect(ContinuousClock.now - started < .seconds(20))
         }
+    }
+
+    /// Two worker processes take turns claiming on notifications; when the owner of a notification has no
+    /// free slot, the other still starts the job at once instead of at its next poll, a minute away.
+    @Test func postgresNotificationOwnerBusyOtherProcessStartsTheJob() async throws {
+        try await withScratchStore(.postgres) { store in
+            try await store.migrate(JobsModule.migrations)
+            let enqueuer = JobQueue(store: store, tasks: .testTasks)
+            let sides = [JobQueue(store: store, tasks: .testTasks), JobQueue(store: store, tasks: .testTasks)]
+            let workers = sides.map { JobWorker(queue: $0, concurrency: ["default": 1], idlePoll: .seconds(60)) }
+            let listeners = zip(sides, workers).map { JobNotifications(queue: $0, worker: $1, readiness: nil, peerRefresh: .milliseconds(100)) }
+            let tasks = workers.map { worker in Task { try await worker.run() } } + listeners.map { listener in Task { try await listener.run() } }
+            defer { tasks.forEach { $0.cancel() } }
+            let listed = try await eventually(timeout: .seconds(10)) { listeners.allSatisfy { $0.ownership.peers.count == 2 } }
+            #expect(listed)
+            let heard = Mutex<[String]>([])
+            let eavesdropper = Task { try await store.listen(channel: JobQueue.notificationChannel) { payload in heard.withLock { $0.append(payload) } } }
+            defer { eavesdropper.cancel() }
+
+            // One process is busy for the whole test; the jobs that follow are owned by each process in turn.
+            let busy = try await enqueuer.enqueue([NewJob(task: "sleep", args: .object(["n": .number(30)]))])[0].job
+            let busyStarted = try await eventually(timeout: .seconds(10)) { try await enqueuer.job(id: busy.id).state == .running }
+            #expect(busyStarted)
+            for n in 0..<8 {
+                let job = try await enqueuer.enqueue([NewJob(task: "echo", args: .object(["n": .number(Double(n))]))])[0].job
+                let ran = try await eventually(timeout: .seconds(10)) { try await enqueuer.job(id: job.id).state == .succeeded }
+                #expect(ran, "job \(n) did not start although one worker was free")
+            }
+            #expect(try await enqueuer.job(id: busy.id).state == .running)
+            let owners = Set(heard.withLock { $0 }.flatMap { payload in listeners.filter { $0.ownership.owns(payload) }.map(\.workerID) })
+            #expect(owners.count == 2, "both processes owned some of the notifications")
+        }
+    }
+
+    @Test func notificationOwnershipTakesTurns() {
+        let peers = ["wrk_a", "wrk_b", "wrk_c"]
+        let views = peers.map { NotificationOwnership(me: $0, peers: peers) }
+        for transaction in 1000..<1030 {
+            #expect(views.filter { $0.owns(String(transaction)) }.count == 1)
+        }
+        #expect(views[0].owns("999") && views[1].owns("1000") && views[2].owns("1001"))
+        // Alone, not yet listed, or a notification without a transaction: claim at once.
+        #expect(NotificationOwnership(me: "wrk_a", peers: ["wrk_a"]).owns("1001"))
+        #expect(NotificationOwnership(me: "wrk_z", peers: peers).owns("1001"))
+        #expect(views.allSatisfy { $0.owns("") })
     }
 
     @Test func manyWorkersOnPostgresNeverRunAJobTwice() async throws {

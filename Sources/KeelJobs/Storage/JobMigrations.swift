@@ -169,5 +169,17 @@ enum JobMigrations {
         ], postgresOnly: [
             "CREATE INDEX keel_jobs_waiting ON keel_jobs (state, id) WHERE state IN ('pending', 'scheduled', 'available', 'retrying')",
         ]),
+        // The notification names its transaction, so the worker processes that receive it can agree which of
+        // them claims at once; the others wait a moment instead of racing the owner for the same row.
+        Migration.portable(module: "jobs", version: 13, name: "notifications name their transaction", statements: [], postgresOnly: [
+            """
+            CREATE OR REPLACE FUNCTION keel_jobs_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                PERFORM pg_notify('keel_jobs', txid_current()::text);
+                RETURN NULL;
+            END
+            $$
+            """,
+        ]),
     ]
 }

@@ -116,8 +116,13 @@ public final class JobWorker: Service {
         let claim = run.claim
         let job = claim.job
         defer {
-            running.withLock { _ = $0.removeValue(forKey: job.id) }
-            queue.wake.signal()  // a slot is free
+            let wasFull = running.withLock { running in
+                let full = running.values.filter { $0.slot == run.slot }.count >= concurrency[run.slot, default: 0]
+                running.removeValue(forKey: job.id)
+                return full
+            }
+            // Only a full queue's claim loop waits for a free slot; the others wait for work, which wakes them itself.
+            if wasFull { queue.wake.signal() }
         }
         if let startedAt = job.startedAt {
             queue.metrics.timer("keel_job_wait_seconds", [("queue", job.queue)])

@@ -45,6 +45,18 @@ extension JobQueue {
         try await store.execute("UPDATE keel_workers SET stopped_at = \(clock.now()), running = 0 WHERE id = \(id)")
     }
 
+    /// The live workers (heartbeating, not stopped) that work exactly the queues `queues` names, sorted by id.
+    func liveWorkerIDs(workingQueues queues: Set<String>) async throws -> [String] {
+        let rows = try await store.query("""
+            SELECT id, queues FROM keel_workers
+            WHERE stopped_at IS NULL AND heartbeat_at > \(clock.now().addingTimeInterval(-Self.workerDeadAfter))
+            """)
+        return try rows.compactMap { row in
+            let named = (try? JSONDecoder().decode([String: Int].self, from: Data(try row.string("queues").utf8))) ?? [:]
+            return Set(named.keys) == queues ? try row.string("id") : nil
+        }.sorted()
+    }
+
     /// Workers seen in the last day, newest first, with the jobs each is running.
     public func workers() async throws -> [WorkerRecord] {
         let now = clock.now()

@@ -78,10 +78,10 @@ public final class PostgresStore: Store {
         }
     }
 
-    public func listen(channel: String, notified: @escaping @Sendable () -> Void) async throws {
+    public func listen(channel: String, notified: @escaping @Sendable (_ payload: String) -> Void) async throws {
         try await client.withConnection { connection in
             try await connection.listen(on: channel) { notifications in
-                for try await _ in notifications { notified() }
+                for try await notification in notifications { notified(notification.payload) }
             }
         }
     }
