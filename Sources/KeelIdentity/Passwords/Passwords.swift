@@ -1,3 +1,4 @@
+import KeelCore
 import Foundation
 import HummingbirdBcrypt
 import NIOPosix
