@@ -27,6 +27,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird-auth.git", from: "2.5.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird-websocket.git", from: "2.8.1"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),
     ],
     targets: [
         .target(name: "CKeelSystem"),
@@ -115,9 +116,22 @@ let package = Package(
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
+        // Writes a directory's text files into a Swift source, for the EmbedAssets plugin.
+        .executableTarget(name: "embed-assets"),
+        .plugin(name: "EmbedAssets", capability: .buildTool(), dependencies: ["embed-assets"]),
+        // The web console: server-rendered pages over the other capabilities, templates and assets in the binary.
+        .target(name: "KeelConsole", dependencies: [
+            "KeelCore", "KeelStore", "KeelServer", "KeelIdentity", "KeelJobs",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Mustache", package: "swift-mustache"),
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Tracing", package: "swift-distributed-tracing"),
+        ], exclude: ["Assets"], plugins: ["EmbedAssets"]),
         // Composes the capability modules into one server; the executable and the whole-API tests use it.
         .target(name: "KeelPlatform", dependencies: [
-            "KeelCore", "KeelStore", "KeelServer", "KeelTelemetry", "KeelIdentity", "KeelJobs", "KeelGateway", "KeelAI",
+            "KeelCore", "KeelStore", "KeelServer", "KeelTelemetry", "KeelIdentity", "KeelJobs", "KeelGateway", "KeelAI", "KeelConsole",
         ]),
         .executableTarget(name: "keel", dependencies: [
             "KeelCore", "KeelStore", "KeelServer", "KeelTelemetry", "KeelIdentity", "KeelJobs", "KeelPlatform",
@@ -159,6 +173,10 @@ let package = Package(
         ]),
         .testTarget(name: "KeelAITests", dependencies: [
             "KeelAI", "KeelServer", "KeelPlatform", "KeelTestSupport",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+        ]),
+        .testTarget(name: "KeelConsoleTests", dependencies: [
+            "KeelTestSupport",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
         ]),
         .testTarget(name: "KeelMailTests", dependencies: ["KeelMail", "KeelCore", "KeelTestSupport"]),

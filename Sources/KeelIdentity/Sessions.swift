@@ -172,6 +172,24 @@ extension IdentityService {
         try await audit.record("auth.logout", actor: actor, target: try row.string("user_id"), detail: ["session": family])
     }
 
+    /// The user behind a browser session. The console keeps the refresh token of a `login` in an `HttpOnly`
+    /// cookie and never rotates it, so the session lives as long as the refresh token and ends with it: on
+    /// logout, when the account is disabled or deleted, or when all its sessions are revoked. `nil` when the
+    /// token is unknown, expired or revoked.
+    public func principal(forSessionToken token: String) async throws -> Principal? {
+        guard RefreshTokenFormat.isWellFormed(token) else { return nil }
+        guard let row = try await store.query("""
+            SELECT family_id, user_id, expires_at, revoked_at, created_at FROM keel_refresh_tokens WHERE token_hash = \(Credential.digest(token))
+            """).first else { return nil }
+        let now = clock.now()
+        guard try row.optionalDate("revoked_at") == nil, try row.date("expires_at") > now,
+              let user = try await userState(id: try row.string("user_id")), !user.record.disabled, !user.isServiceAccount,
+              try row.date("created_at").timeIntervalSince1970 + 1 > user.tokensValidAfter.timeIntervalSince1970 else { return nil }
+        let (permissions, requiresTOTP) = try await permissions(for: user.record.roles)
+        return Principal(kind: .user, subject: user.id, name: user.displayName, roles: user.record.roles, permissions: permissions,
+                         credentialID: try row.string("family_id"), mustEnrollSecondFactor: requiresTOTP && !user.record.totpEnabled)
+    }
+
     /// Ends every session of a user and every access token issued before now.
     func revokeAllSessions(userID: String, in tx: any StoreTransaction) async throws {
         let now = clock.now()

@@ -273,10 +273,13 @@ public final class JobQueue: Sendable {
         public var tag: String?
         public var since: Date?
         public var until: Date?
+        /// Newest first (the console); the API lists oldest first.
+        public var newestFirst = false
         public init() {}
     }
 
-    /// Oldest first by id (creation time), keyset-paginated.
+    /// By id (creation time), oldest first unless `newestFirst`, keyset-paginated: `after` is the last id of the
+    /// previous page.
     public func list(_ filter: Filter, limit: Int, after: String?) async throws -> Page<JobRecord> {
         var query: SQLQuery = "SELECT \(unsafeRaw: JobRecord.columns) FROM keel_jobs WHERE 1 = 1"
         if let queue = filter.queue { query.append(" AND queue = \(queue)") }
@@ -285,8 +288,8 @@ public final class JobQueue: Sendable {
         if let tag = filter.tag { query.append(" AND tags LIKE \("%" + Self.encodeJSON(tag).likeEscaped + "%") ESCAPE '\\'") }
         if let since = filter.since { query.append(" AND created_at >= \(since)") }
         if let until = filter.until { query.append(" AND created_at < \(until)") }
-        if let after { query.append(" AND id > \(after)") }
-        query.append(" ORDER BY id LIMIT \(limit + 1)")
+        if let after { query.append(filter.newestFirst ? " AND id < \(after)" : " AND id > \(after)") }
+        query.append(filter.newestFirst ? " ORDER BY id DESC LIMIT \(limit + 1)" : " ORDER BY id LIMIT \(limit + 1)")
         let rows = try await store.query(query)
         let jobs = try rows.prefix(limit).map(JobRecord.init(row:))
         return Page(items: jobs, nextAfter: rows.count > limit ? jobs.last?.id : nil)
@@ -334,6 +337,21 @@ public final class JobQueue: Sendable {
         }
         await wakeWorkers()
         return try await job(id: id)
+    }
+
+    /// Runs every dead job again (of one queue, or of all), each with one more attempt allowed; returns how many.
+    public func retryDead(queue: String?) async throws -> Int {
+        let now = clock.now()
+        var query: SQLQuery = """
+            UPDATE keel_jobs SET state = 'available', run_at = \(now), finished_at = NULL, cancel_requested = \(false), expires_at = NULL,
+                max_attempts = CASE WHEN max_attempts > attempt THEN max_attempts ELSE attempt + 1 END
+            WHERE state = 'dead'
+            """
+        if let queue { query.append(" AND queue = \(queue)") }
+        query.append(" RETURNING id")
+        let count = try await store.execute(query).count
+        if count > 0 { await wakeWorkers() }
+        return count
     }
 
     // MARK: - Worker side

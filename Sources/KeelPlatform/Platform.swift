@@ -1,4 +1,5 @@
 import KeelAI
+import KeelConsole
 import KeelCore
 import KeelGateway
 import KeelIdentity
@@ -28,7 +29,8 @@ public enum Platform {
         return ([IdentityModule(service: identity, printFirstAdminPassword: printFirstAdminPassword),
                  JobsModule(queue: jobs, concurrency: config.workerQueues),
                  GatewayModule(config: config, store: store, authenticator: identity),
-                 AIModule(config: config, store: store)], identity)
+                 AIModule(config: config, store: store),
+                 ConsoleModule(identity: identity, jobs: jobs)], identity)
     }
 
     public static func server(config: KeelConfig, store: any Store, telemetry: Telemetry) -> KeelServer {

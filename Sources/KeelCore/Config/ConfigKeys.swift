@@ -63,6 +63,9 @@ extension ConfigKey {
         ConfigKey(name: "access_log", summary: "log every HTTP request", isSecret: false,
                   apply: { text, config throws(ConfigExpectation) in config.accessLog = try parseBool(text) },
                   display: { String($0.accessLog) }),
+        ConfigKey(name: "console_links", summary: "monitoring links on the console's overview: Grafana=https://host/monitoring/grafana/,Prometheus=...", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in config.consoleLinks = try parseLinks(text) },
+                  display: { $0.consoleLinks.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",") }),
         ConfigKey(name: "otlp_endpoint", summary: "OTLP/HTTP base URL for traces, e.g. http://collector:4318", isSecret: false,
                   apply: { text, config throws(ConfigExpectation) in
                       guard !text.isEmpty else { config.otlpEndpoint = nil; return }
@@ -296,6 +299,19 @@ func parseQueues(_ text: String) throws(ConfigExpectation) -> [String: Int] {
     }
     guard !queues.isEmpty else { throw expectation }
     return queues
+}
+
+func parseLinks(_ text: String) throws(ConfigExpectation) -> [String: String] {
+    let expectation = ConfigExpectation("comma-separated Label=URL pairs with http(s) URLs, such as Grafana=https://example.com/monitoring/grafana/")
+    var links: [String: String] = [:]
+    for pair in text.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !pair.isEmpty {
+        let parts = pair.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+        guard parts.count == 2, !parts[0].isEmpty, parts[0].count <= 40,
+              parts[1].hasPrefix("http://") || parts[1].hasPrefix("https://") || parts[1].hasPrefix("/"),
+              !parts[1].contains(where: { $0 == "\"" || $0 == "<" || $0 == ">" || $0.isWhitespace }) else { throw expectation }
+        links[parts[0]] = parts[1]
+    }
+    return links
 }
 
 func parseByteSize(_ text: String) throws(ConfigExpectation) -> Int {

@@ -13,6 +13,8 @@ public struct KeelConfig: Sendable, Equatable {
     public var logLevel = LogLevel.info
     public var logFormat = LogFormat.json
     public var accessLog = true
+    /// Label → URL of the monitoring tools (Grafana, Prometheus, the trace UI) the console links to.
+    public var consoleLinks: [String: String] = [:]
     /// PEM certificate chain and private key: the HTTP server speaks TLS when both are set, and reloads
     /// them on SIGHUP.
     public var tlsCertFile: String?

@@ -191,3 +191,34 @@ extension JobQueue {
                           waitSeconds: percentiles(waits), runSeconds: percentiles(runs), sample: rows.count)
     }
 }
+
+/// Jobs that finished in one minute: for good (succeeded) or for bad (dead after their last attempt).
+public struct FinishedMinute: Sendable, Equatable {
+    public var minute: Date
+    public var succeeded: Int
+    public var failed: Int
+}
+
+extension JobQueue {
+    /// Finished jobs per minute since `since`, oldest first; minutes without any are left out.
+    public func finishedPerMinute(since: Date) async throws -> [FinishedMinute] {
+        // Timestamps are TIMESTAMPTZ on PostgreSQL and integer microseconds on SQLite.
+        let query: SQLQuery = store.dialect == .postgres
+            ? """
+              SELECT CAST(FLOOR(EXTRACT(EPOCH FROM finished_at) / 60) AS BIGINT) AS minute, state, COUNT(*) AS n FROM keel_jobs
+              WHERE state IN ('succeeded', 'dead') AND finished_at >= \(since) GROUP BY 1, 2
+              """
+            : """
+              SELECT finished_at / 60000000 AS minute, state, COUNT(*) AS n FROM keel_jobs
+              WHERE state IN ('succeeded', 'dead') AND finished_at >= \(since) GROUP BY 1, 2
+              """
+        var minutes: [Int: FinishedMinute] = [:]
+        for row in try await store.query(query) {
+            let index = try row.int("minute")
+            var entry = minutes[index] ?? FinishedMinute(minute: Date(timeIntervalSince1970: TimeInterval(index * 60)), succeeded: 0, failed: 0)
+            if try row.string("state") == "succeeded" { entry.succeeded += try row.int("n") } else { entry.failed += try row.int("n") }
+            minutes[index] = entry
+        }
+        return minutes.values.sorted { $0.minute < $1.minute }
+    }
+}

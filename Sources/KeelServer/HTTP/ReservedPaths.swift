@@ -4,7 +4,7 @@ public struct ReservedPaths: Sendable {
     /// Each owns itself and everything under it.
     public let prefixes: [String]
 
-    public static let keel = ReservedPaths(prefixes: ["/api/v1", "/.well-known", "/v1", "/healthz", "/readyz", "/metrics"])
+    public static let keel = ReservedPaths(prefixes: ["/api/v1", "/.well-known", "/v1", "/healthz", "/readyz", "/metrics", "/console"])
 
     /// Whether Keel serves `path` (a request path, without query).
     public func owns(_ path: String) -> Bool {

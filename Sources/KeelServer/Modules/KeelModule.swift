@@ -17,6 +17,9 @@ public protocol KeelModule: Sendable {
     func middlewares(context: ModuleContext) -> [any MiddlewareProtocol<Request, Response, KeelRequestContext>]
     /// Takes WebSocket upgrades (the gateway's, on its role); the server offers upgrades only when a module does.
     func webSocketForwarder(context: ModuleContext) -> (any WebSocketForwarder)?
+    /// Routes outside the JSON API (the console's HTML pages), with their own authentication; they are not
+    /// part of the route table, the OpenAPI document or the access matrix.
+    func installPages(on router: Router<KeelRequestContext>, context: ModuleContext)
 }
 
 extension KeelModule {
@@ -24,6 +27,7 @@ extension KeelModule {
     public func services(context: ModuleContext) -> [any Service] { [] }
     public func middlewares(context: ModuleContext) -> [any MiddlewareProtocol<Request, Response, KeelRequestContext>] { [] }
     public func webSocketForwarder(context: ModuleContext) -> (any WebSocketForwarder)? { nil }
+    public func installPages(on router: Router<KeelRequestContext>, context: ModuleContext) {}
 }
 
 /// What a module may use from the process hosting it.

@@ -107,6 +107,11 @@ public final class NodeRegistry: Service {
         return Page(items: page, nextAfter: records.count > limit ? page.last?.id : nil)
     }
 
+    /// Every node that reported in the last hour, stale ones included (the console shows them as such).
+    public static func recent(in store: any Store) async throws(StoreError) -> [NodeRecord] {
+        try await store.query("SELECT * FROM keel_nodes ORDER BY id").map(decode)
+    }
+
     public func find(id: String) async throws(StoreError) -> NodeRecord? {
         try await store.query("SELECT * FROM keel_nodes WHERE id = \(id)").first.map(Self.decode)
     }

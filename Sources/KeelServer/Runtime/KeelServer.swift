@@ -80,6 +80,7 @@ public struct KeelServer: Sendable {
         }
         router.add(middleware: ObservabilityMiddleware(routes: routes, accessLog: config.accessLog, logsCallerTrace: !tracing))
         registrar.install(on: router, authenticator: authenticator)
+        for module in modules { module.installPages(on: router, context: moduleContext) }
 
         // Shutdown runs in reverse: the server drains first, the store closes last.
         var services: [any Service] = [store]

@@ -1,0 +1,243 @@
+#!/usr/bin/env python3
+"""Drives Keel's console in a real headless Chromium (Selenium) against a running `keel up`.
+
+Usage: console_e2e.py BASE_URL ADMIN_EMAIL ADMIN_PASSWORD SCREENSHOT_DIR
+
+Each scenario asserts what a user would see; a failed assertion ends the run with exit code 1 and the
+reason on stderr. A screenshot of every page visited is saved in SCREENSHOT_DIR. Prints "ok" at the end.
+"""
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
+
+BASE, ADMIN_EMAIL, ADMIN_PASSWORD, SHOTS = sys.argv[1:5]
+os.makedirs(SHOTS, exist_ok=True)
+
+
+def api(method, path, body=None, token=None, key=None):
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    if key:
+        headers["X-API-Key"] = key
+    request = urllib.request.Request(BASE + path, method=method, headers=headers,
+                                     data=json.dumps(body).encode() if body is not None else None)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            text = response.read().decode()
+            return response.status, json.loads(text) if text else None
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read().decode() or "null")
+
+
+def check(condition, message):
+    if not condition:
+        raise AssertionError(message)
+
+
+def eventually(predicate, message, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(message)
+
+
+def browser():
+    options = webdriver.ChromeOptions()
+    for argument in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000", "--disable-gpu"]:
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    driver.set_page_load_timeout(30)
+    return driver
+
+
+def shot(driver, name):
+    driver.save_screenshot(os.path.join(SHOTS, f"{name}.png"))
+
+
+def wait(driver, condition, timeout=20):
+    return WebDriverWait(driver, timeout).until(condition)
+
+
+def sign_in(driver, email, password):
+    driver.get(BASE + "/console/")
+    wait(driver, EC.presence_of_element_located((By.ID, "email")))
+    check("/console/login" in driver.current_url, "an anonymous visit did not go to the sign-in page")
+    driver.find_element(By.ID, "email").send_keys(email)
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    wait(driver, EC.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Overview"))
+
+
+def sign_out(driver):
+    driver.find_element(By.CSS_SELECTOR, "form.signout button").click()
+    wait(driver, EC.presence_of_element_located((By.ID, "email")))
+
+
+def post_from_page(driver, path, fields):
+    """A form post made by script in the page, as a forged or stale form would be; returns the status."""
+    return driver.execute_async_script("""
+        const [path, fields, done] = arguments;
+        fetch(path, {method: "POST", body: new URLSearchParams(fields), redirect: "manual", credentials: "same-origin"})
+            .then(r => done(r.type === "opaqueredirect" ? 303 : r.status)).catch(e => done(String(e)));
+    """, path, fields)
+
+
+def main():
+    status, login = api("POST", "/api/v1/auth/login", {"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+    check(status == 200, f"API login failed: {status} {login}")
+    token = login["access_token"]
+    driver = browser()
+    try:
+        # Sign in; a wrong password is refused with a message and no session.
+        driver.get(BASE + "/console/login")
+        driver.find_element(By.ID, "email").send_keys(ADMIN_EMAIL)
+        driver.find_element(By.ID, "password").send_keys("not-the-password")
+        driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+        wait(driver, EC.presence_of_element_located((By.ID, "signin-error")))
+        check("Invalid email or password" in driver.find_element(By.ID, "signin-error").text, "a wrong password got no clear message")
+        shot(driver, "01-sign-in-refused")
+        sign_in(driver, ADMIN_EMAIL, ADMIN_PASSWORD)
+        cookie = driver.get_cookie("keel_session")
+        check(cookie and cookie["httpOnly"] and cookie.get("sameSite") == "Lax", f"session cookie flags wrong: {cookie}")
+        shot(driver, "02-overview")
+
+        # A job enqueued over the API finishes while its page is open: the page updates itself.
+        status, job = api("POST", "/api/v1/jobs", {"task": "keel.noop", "delay_seconds": 3, "tags": ["e2e"]}, token=token)
+        check(status == 201, f"enqueue failed: {status} {job}")
+        driver.get(BASE + f"/console/jobs/{job['id']}")
+        check(driver.find_element(By.ID, "job-state").text == "scheduled", "a delayed job is not shown as scheduled")
+        driver.execute_script("window.keelSamePage = true")
+        wait(driver, EC.text_to_be_present_in_element((By.ID, "job-state"), "succeeded"), timeout=30)
+        check(driver.execute_script("return window.keelSamePage === true"), "the page reloaded instead of updating live")
+        shot(driver, "03-job-succeeded")
+
+        # A job that fails until it is dead, retried from its page after confirming.
+        status, failing = api("POST", "/api/v1/jobs", {"task": "http.request", "args": {"url": BASE + "/no-such-page"},
+                                                      "max_attempts": 1, "tags": ["e2e"]}, token=token)
+        check(status == 201, f"enqueue of the failing job failed: {status} {failing}")
+        eventually(lambda: api("GET", f"/api/v1/jobs/{failing['id']}", token=token)[1]["state"] == "dead", "the failing job never died")
+        driver.get(BASE + f"/console/jobs/{failing['id']}")
+        check(driver.find_element(By.ID, "job-state").text == "dead", "the dead job is not shown as dead")
+        check(len(driver.find_elements(By.CSS_SELECTOR, "table pre")) >= 1, "the dead job's error history is missing")
+        shot(driver, "04-job-dead")
+        driver.find_element(By.ID, "retry").click()
+        wait(driver, EC.alert_is_present()).accept()
+        wait(driver, EC.presence_of_element_located((By.CSS_SELECTOR, "p.notice[role=status]")))
+        check("run again" in driver.find_element(By.CSS_SELECTOR, "p.notice[role=status]").text, "no notice after retrying")
+        eventually(lambda: api("GET", f"/api/v1/jobs/{failing['id']}", token=token)[1]["attempt"] == 2, "the retry did not run the job again")
+        shot(driver, "05-job-retried")
+
+        # The jobs list shows what users typed as text, never as markup.
+        status, marked = api("POST", "/api/v1/jobs", {"task": "keel.noop", "tags": ["<img src=x onerror=window.keelHacked=1>"]}, token=token)
+        check(status == 201, "enqueue with an HTML tag failed")
+        driver.get(BASE + "/console/jobs?tag=" + urllib.request.quote("<img src=x onerror=window.keelHacked=1>"))
+        check("<img src=x onerror=window.keelHacked=1>" in driver.find_element(By.CSS_SELECTOR, "table.jobs").text, "the tag is not shown as text")
+        check(driver.execute_script("return window.keelHacked === undefined"), "markup from a job's tag ran in the page")
+        driver.get(BASE + "/console/jobs?task=" + "x" * 300)
+        check("longer than 200 characters" in driver.page_source, "an oversized filter got no clear message")
+        driver.get(BASE + "/console/jobs")
+        shot(driver, "06-jobs")
+        driver.get(BASE + "/console/workers")
+        check(len(driver.find_elements(By.CSS_SELECTOR, "tbody tr code")) >= 1, "no worker is listed")
+        shot(driver, "07-workers")
+
+        # A schedule: the form previews the next five fire times in its time zone, then saves.
+        driver.get(BASE + "/console/schedules")
+        driver.find_element(By.ID, "s-name").send_keys("e2e-nightly")
+        driver.find_element(By.ID, "s-cron").send_keys("30 2 * * *")
+        driver.find_element(By.ID, "s-timezone").send_keys("Europe/Berlin")
+        driver.find_element(By.ID, "s-task").send_keys("keel.noop")
+        wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#schedule-preview ol.upcoming li")) == 5)
+        first = driver.find_element(By.CSS_SELECTOR, "#schedule-preview ol.upcoming li").text
+        check("02:30:00+01:00" in first or "02:30:00+02:00" in first, f"the preview is not in the schedule's time zone: {first}")
+        driver.find_element(By.ID, "s-cron").clear()
+        driver.find_element(By.ID, "s-cron").send_keys("61 * * * *")
+        wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#schedule-preview .error")) == 1)
+        driver.find_element(By.ID, "s-cron").clear()
+        driver.find_element(By.ID, "s-cron").send_keys("30 2 * * *")
+        driver.find_element(By.CSS_SELECTOR, "#schedule-form button[type=submit]:not([formmethod])").click()
+        wait(driver, EC.text_to_be_present_in_element((By.CSS_SELECTOR, "p.notice[role=status]"), "saved"))
+        check("e2e-nightly" in driver.find_element(By.TAG_NAME, "table").text, "the new schedule is not listed")
+        status, schedule = api("GET", "/api/v1/schedules/e2e-nightly", token=token)
+        check(status == 200 and schedule["timezone"] == "Europe/Berlin" and len(schedule["upcoming"]) == 5, f"schedule not stored: {schedule}")
+        shot(driver, "08-schedules")
+
+        # An API key, shown once with a copy button, that works against the API.
+        driver.get(BASE + "/console/keys")
+        driver.find_element(By.ID, "k-name").send_keys("e2e reader")
+        driver.find_element(By.CSS_SELECTOR, "input[name=permissions][value='jobs:read']").click()
+        driver.find_element(By.CSS_SELECTOR, "form.stacked button[type=submit]").click()
+        wait(driver, EC.presence_of_element_located((By.ID, "api-key")))
+        key = driver.find_element(By.ID, "api-key").text
+        check(key.startswith("keel_"), f"no key shown: {key!r}")
+        check(driver.find_element(By.CSS_SELECTOR, "[data-copy=api-key]").is_displayed(), "no copy button")
+        shot(driver, "09-api-key")
+        status, listed = api("GET", "/api/v1/jobs?limit=1", key=key)
+        check(status == 200, f"the new key does not work: {status} {listed}")
+        status, _ = api("POST", "/api/v1/jobs", {"task": "keel.noop"}, key=key)
+        check(status == 403, f"a jobs:read key could enqueue: {status}")
+        driver.get(BASE + "/console/keys")
+        check(key not in driver.page_source, "the key is shown again")
+
+        # A forged form (no or a wrong CSRF token) is refused and changes nothing.
+        check(post_from_page(driver, f"/console/jobs/{failing['id']}/cancel", {"_csrf": "forged"}) == 403, "a forged CSRF token was accepted")
+        check(post_from_page(driver, f"/console/jobs/{failing['id']}/cancel", {}) == 403, "a form without a CSRF token was accepted")
+
+        driver.get(BASE + "/console/users")
+        shot(driver, "10-users")
+        driver.get(BASE + "/console/audit?action=apikey.create")
+        check("apikey.create" in driver.find_element(By.TAG_NAME, "table").text, "the audit log does not show the key's creation")
+        shot(driver, "11-audit")
+
+        # A viewer sees no admin pages or controls, and is refused when trying them anyway.
+        status, viewer = api("POST", "/api/v1/users", {"email": "viewer@example.com", "name": "Vera Viewer", "password": "viewer-passphrase-22",
+                                                      "roles": ["viewer"]}, token=token)
+        check(status == 201, f"creating the viewer failed: {status} {viewer}")
+        sign_out(driver)
+        stale = driver.get_cookie("keel_session")
+        check(stale is None or stale.get("value") in (None, ""), "sign-out left the session cookie")
+        sign_in(driver, "viewer@example.com", "viewer-passphrase-22")
+        nav = driver.find_element(By.CSS_SELECTOR, "header nav").text
+        check("Jobs" in nav and "Users" not in nav and "Audit" not in nav, f"the viewer's navigation is wrong: {nav}")
+        driver.get(BASE + "/console/jobs")
+        check(not driver.find_elements(By.CSS_SELECTOR, "form[action$='/pause'], form[action$='/purge'], form[action='/console/jobs/retry-dead']"),
+              "the viewer is shown queue controls")
+        driver.get(BASE + f"/console/jobs/{failing['id']}")
+        check(not driver.find_elements(By.ID, "retry") and not driver.find_elements(By.ID, "cancel"), "the viewer is shown job controls")
+        csrf = driver.find_element(By.CSS_SELECTOR, "meta[name=csrf-token]").get_attribute("content")
+        check(post_from_page(driver, f"/console/jobs/{failing['id']}/retry", {"_csrf": csrf}) == 403, "the viewer could retry a job")
+        driver.get(BASE + "/console/users")
+        check("403" in driver.find_element(By.TAG_NAME, "h1").text, "the viewer could open the users page")
+        shot(driver, "12-viewer-refused")
+        driver.get(BASE + "/console/schedules")
+        check(not driver.find_elements(By.ID, "schedule-form"), "the viewer is shown the schedule form")
+        shot(driver, "13-viewer-schedules")
+
+        # After sign-out, an old page's form finds its session ended.
+        sign_out(driver)
+        status = post_from_page(driver, f"/console/jobs/{failing['id']}/retry", {"_csrf": csrf})
+        check(status == 401, f"a form from an ended session was not refused: {status}")
+        print("ok")
+    finally:
+        driver.quit()
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (AssertionError, TimeoutException) as failure:
+        print(f"FAILED: {failure!r}", file=sys.stderr)
+        sys.exit(1)
