@@ -121,7 +121,7 @@ let package = Package(
         .plugin(name: "EmbedAssets", capability: .buildTool(), dependencies: ["embed-assets"]),
         // The web console: server-rendered pages over the other capabilities, templates and assets in the binary.
         .target(name: "KeelConsole", dependencies: [
-            "KeelCore", "KeelStore", "KeelServer", "KeelIdentity", "KeelJobs",
+            "KeelCore", "KeelStore", "KeelServer", "KeelIdentity", "KeelJobs", "KeelGateway", "KeelAI",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "Mustache", package: "swift-mustache"),
             .product(name: "Crypto", package: "swift-crypto"),

@@ -36,6 +36,23 @@ public struct AIModule: KeelModule {
                ProviderProber(ai: ai, readiness: context.readiness)] : []
     }
 
+    /// Providers with their probed health, models with this process's view of each deployment, and usage from
+    /// `since` to `until` (UTC days, `2026-11-26`) by day, model and key, as the admin API shows them.
+    public func snapshot(usageSince since: String, until: String) async throws -> JSONValue {
+        let providers = try await ai.catalog.providerViews().map { view in
+            var view = view
+            view.health = ai.probes.health(of: view.name).map(ProviderView.HealthView.init)
+            return view
+        }
+        let models = try await ai.catalog.models().map { stored in
+            var stored = stored
+            stored.status = ai.status(of: stored.model)
+            return stored
+        }
+        let usage = try await ai.usage.summary(since: since, until: until, groupBy: ["day", "model", "key"]).map(JSONValue.object)
+        return .object(["providers": try JSONValue.encoding(providers), "models": try JSONValue.encoding(models), "usage": .array(usage)])
+    }
+
     public func middlewares(context: ModuleContext) -> [any MiddlewareProtocol<Request, Response, KeelRequestContext>] {
         context.config.roles.contains(.api) ? [OpenAIErrorMiddleware()] : []
     }

@@ -1,4 +1,6 @@
 import Hummingbird
+import KeelAI
+import KeelGateway
 import KeelCore
 import KeelIdentity
 import KeelJobs
@@ -13,10 +15,14 @@ import Logging
 public struct ConsoleModule: KeelModule {
     let identity: IdentityService
     let jobs: JobQueue
+    let gateway: GatewayModule
+    let ai: AIModule
 
-    public init(identity: IdentityService, jobs: JobQueue) {
+    public init(identity: IdentityService, jobs: JobQueue, gateway: GatewayModule, ai: AIModule) {
         self.identity = identity
         self.jobs = jobs
+        self.gateway = gateway
+        self.ai = ai
     }
 
     public var migrations: [Migration] { [] }
@@ -26,7 +32,7 @@ public struct ConsoleModule: KeelModule {
     public func installPages(on router: Router<KeelRequestContext>, context: ModuleContext) {
         guard context.config.roles.contains(.console) else { return }
         do {
-            try Console(identity: identity, jobs: jobs, store: context.store, config: context.config, clock: context.clock).install(on: router)
+            try Console(identity: identity, jobs: jobs, gateway: gateway, ai: ai, store: context.store, config: context.config, clock: context.clock).install(on: router)
         } catch {
             // The templates are part of the binary and tested; a broken one is a build defect, reported here.
             Logger(label: "keel.console").critical("console templates do not parse; the console is off", metadata: ["error": "\(error)"])

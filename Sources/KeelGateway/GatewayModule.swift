@@ -52,6 +52,20 @@ public struct GatewayModule: KeelModule {
         context.config.roles.contains(.gateway) ? GatewayWebSocketForwarder(gateway: gateway) : nil
     }
 
+    /// Routes and live registered services as `GET /api/v1/gateway/routes` and `/services` show them, with this
+    /// process's view of each route's upstream health and breakers when `withHealth` (it runs the gateway role).
+    public func snapshot(withHealth: Bool) async throws -> JSONValue {
+        let routeViews = try await routes.routes().map { RouteView($0, status: withHealth ? gateway.status(of: $0.route.name) : nil) }
+        let services = Dictionary(grouping: try await routes.liveInstances(), by: \.service).sorted { $0.key < $1.key }
+            .map { ServiceView(name: $0.key, instances: $0.value) }
+        return try JSONValue.encoding(Snapshot(routes: routeViews, services: services))
+    }
+
+    private struct Snapshot: Encodable {
+        let routes: [RouteView]
+        let services: [ServiceView]
+    }
+
     /// `gateway_routes` from configuration, each checked like an API request; a mistake stops the
     /// process naming the route and field.
     static func declaredRoutes(_ declared: [String: String]) throws -> [GatewayRoute] {

@@ -26,11 +26,11 @@ public enum Platform {
         -> (modules: [any KeelModule], identity: IdentityService) {
         let identity = IdentityService(config: config, store: store, jwksRefetchInterval: jwksRefetchInterval)
         let jobs = JobQueue(store: store, tasks: tasks ?? Platform.tasks(config))
+        let gateway = GatewayModule(config: config, store: store, authenticator: identity)
+        let ai = AIModule(config: config, store: store)
         return ([IdentityModule(service: identity, printFirstAdminPassword: printFirstAdminPassword),
-                 JobsModule(queue: jobs, concurrency: config.workerQueues),
-                 GatewayModule(config: config, store: store, authenticator: identity),
-                 AIModule(config: config, store: store),
-                 ConsoleModule(identity: identity, jobs: jobs)], identity)
+                 JobsModule(queue: jobs, concurrency: config.workerQueues), gateway, ai,
+                 ConsoleModule(identity: identity, jobs: jobs, gateway: gateway, ai: ai)], identity)
     }
 
     public static func server(config: KeelConfig, store: any Store, telemetry: Telemetry) -> KeelServer {

@@ -20,7 +20,7 @@ import Testing
         #expect(status == 0, "\(browser.output)\n--- keel:\n\(keel.stderr.suffix(4000))")
         #expect(browser.output.hasSuffix("ok\n"))
         let saved = (try? FileManager.default.contentsOfDirectory(atPath: Self.screenshots)) ?? []
-        #expect(saved.filter { $0.hasSuffix(".png") }.count == 13, "screenshots: \(saved.sorted())")
+        #expect(saved.filter { $0.hasSuffix(".png") }.count == 16, "screenshots: \(saved.sorted())")
         withExtendedLifetime(keel) {}
     }
 }

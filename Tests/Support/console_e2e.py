@@ -202,6 +202,24 @@ def main():
         check("apikey.create" in driver.find_element(By.TAG_NAME, "table").text, "the audit log does not show the key's creation")
         shot(driver, "11-audit")
 
+        # The gateway's routes with their upstream instances' health, and the AI gateway's providers and models.
+        status, route = api("POST", "/api/v1/gateway/routes", {"name": "e2e-status", "match": {"prefix": "/e2e-status"},
+                                                              "upstreams": [{"url": BASE + "/healthz"}], "auth": "public"}, token=token)
+        check(status == 201, f"creating a gateway route failed: {status} {route}")
+        driver.get(BASE + "/console/gateway")
+        check("e2e-status" in driver.page_source and "healthy" in driver.page_source, "the gateway page does not show the route's instance health")
+        shot(driver, "14-gateway")
+        status, provider = api("POST", "/api/v1/ai/providers", {"name": "e2e-local", "kind": "openai", "base_url": BASE + "/v1"}, token=token)
+        check(status == 201, f"creating an AI provider failed: {status} {provider}")
+        status, model = api("POST", "/api/v1/ai/models", {"name": "e2e-chat", "deployments": [{"provider": "e2e-local", "model": "tiny"}]}, token=token)
+        check(status == 201, f"creating an AI model failed: {status} {model}")
+        driver.get(BASE + "/console/ai")
+        check("e2e-local" in driver.page_source and "e2e-local/tiny" in driver.page_source, "the AI page does not show the provider and deployment")
+        shot(driver, "15-ai")
+        driver.get(BASE + "/console/")
+        check("/healthz" in driver.find_element(By.ID, "upstreams-heading").find_element(By.XPATH, "..").text, "the overview lacks the upstream service")
+        shot(driver, "16-overview-after")
+
         # A viewer sees no admin pages or controls, and is refused when trying them anyway.
         status, viewer = api("POST", "/api/v1/users", {"email": "viewer@example.com", "name": "Vera Viewer", "password": "viewer-passphrase-22",
                                                       "roles": ["viewer"]}, token=token)

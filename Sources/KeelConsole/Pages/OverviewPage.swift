@@ -37,6 +37,26 @@ struct OverviewPage {
                     "chart": Chart.perMinute(minutes, endingAt: now),
                 ] as [String: Any]
             }
+            if session.may("ai:read"), case .object(let snapshot) = try await console.ai.snapshot(usageSince: PlatformPages.day(now), until: PlatformPages.day(now)) {
+                let usage = (snapshot["usage"]?.arrayValue ?? []).compactMap(\.objectValue)
+                let sum = { (field: String) in usage.reduce(0.0) { $0 + ($1[field]?.numberValue ?? 0) } }
+                data["ai"] = ["requests": Int(sum("requests")), "tokens": Int(sum("tokens_in") + sum("tokens_out")),
+                              "spend": String(format: "%.4f", sum("cost"))]
+            }
+            if session.may("gateway:read"), console.config.roles.contains(.gateway),
+               case .object(let snapshot) = try await console.gateway.snapshot(withHealth: true) {
+                // Every upstream instance once, with its health as this gateway sees it.
+                var upstreams: [String: Bool] = [:]
+                for route in snapshot["routes"]?.arrayValue ?? [] {
+                    let status = route.objectValue?["status"]?.objectValue
+                    for instance in (status?["upstreams"]?.arrayValue ?? []) + (status?["fallback"]?.arrayValue ?? []) {
+                        guard let url = instance.objectValue?["url"]?.stringValue else { continue }
+                        upstreams[url] = (upstreams[url] ?? true) && instance.objectValue?["healthy"] == .bool(true)
+                    }
+                }
+                data["show_upstreams"] = true
+                data["upstreams"] = upstreams.sorted { $0.key < $1.key }.map { ["url": $0.key, "health": $0.value ? "up" : "down"] }
+            }
             let links = console.config.consoleLinks.sorted { $0.key < $1.key }.map { ["label": $0.key, "url": $0.value] }
             data["links"] = links
             data["has_links"] = !links.isEmpty

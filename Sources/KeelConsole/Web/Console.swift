@@ -1,6 +1,8 @@
 import Foundation
 import Hummingbird
+import KeelAI
 import KeelCore
+import KeelGateway
 import KeelIdentity
 import KeelJobs
 import KeelServer
@@ -14,15 +16,20 @@ import Tracing
 struct Console: Sendable {
     let identity: IdentityService
     let jobs: JobQueue
+    let gateway: GatewayModule
+    let ai: AIModule
     let store: any Store
     let config: KeelConfig
     let clock: any KeelClock
     let renderer: Renderer
     let logger = Logger(label: "keel.console")
 
-    init(identity: IdentityService, jobs: JobQueue, store: any Store, config: KeelConfig, clock: any KeelClock) throws {
+    init(identity: IdentityService, jobs: JobQueue, gateway: GatewayModule, ai: AIModule, store: any Store, config: KeelConfig,
+         clock: any KeelClock) throws {
         self.identity = identity
         self.jobs = jobs
+        self.gateway = gateway
+        self.ai = ai
         self.store = store
         self.config = config
         self.clock = clock
@@ -43,6 +50,7 @@ struct Console: Sendable {
         JobPages(console: self).install(on: router)
         SchedulePages(console: self).install(on: router)
         IdentityPages(console: self).install(on: router)
+        PlatformPages(console: self).install(on: router)
         LiveEvents(console: self).install(on: router)
     }
 
@@ -186,6 +194,8 @@ struct Console: Sendable {
         NavigationItem(section: "jobs", href: "/console/jobs", label: "Jobs", permission: "jobs:read"),
         NavigationItem(section: "workers", href: "/console/workers", label: "Workers", permission: "jobs:read"),
         NavigationItem(section: "schedules", href: "/console/schedules", label: "Schedules", permission: "jobs:read"),
+        NavigationItem(section: "gateway", href: "/console/gateway", label: "Gateway", permission: "gateway:read"),
+        NavigationItem(section: "ai", href: "/console/ai", label: "AI", permission: "ai:read"),
         NavigationItem(section: "users", href: "/console/users", label: "Users", permission: "users:read"),
         NavigationItem(section: "keys", href: "/console/keys", label: "API keys", permission: "apikeys:read"),
         NavigationItem(section: "audit", href: "/console/audit", label: "Audit log", permission: "audit:read"),

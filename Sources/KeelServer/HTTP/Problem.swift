@@ -182,3 +182,10 @@ public enum JSONValue: Codable, Sendable, Equatable {
         }
     }
 }
+
+extension JSONValue {
+    /// `value` as Keel's JSON encodes it (snake_case keys, RFC 3339 dates), for code that shows what the API shows.
+    public static func encoding(_ value: some Encodable) throws -> JSONValue {
+        try JSONDecoder.keel().decode(JSONValue.self, from: try JSONEncoder.keel().encode(value))
+    }
+}
