@@ -143,7 +143,7 @@ def run(keel, store, args, scratch):
         counts = fill(client, args.jobs)
         print(f"{store}: filled {args.jobs:,} jobs in {time.monotonic() - began:.0f} s: {counts}", file=sys.stderr)
         sign_in(client)
-        _, listing = client.api("GET", "/api/v1/jobs?state=succeeded&limit=500")
+        _, listing = client.api("GET", "/api/v1/jobs?state=succeeded&limit=100")
         job_id = listing["items"][-1]["id"]
         pages = [
             ("overview", "/console/"),

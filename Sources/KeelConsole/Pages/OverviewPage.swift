@@ -23,8 +23,10 @@ struct OverviewPage {
                 }
             }
             if session.may("jobs:read") {
-                let queues = try await console.jobs.queues()
-                let minutes = try await console.jobs.finishedPerMinute(since: now.addingTimeInterval(-3600))
+                // Both read every job: side by side they take as long as the slower one.
+                async let queuesRead = console.jobs.queues()
+                async let minutesRead = console.jobs.finishedPerMinute(since: now.addingTimeInterval(-3600))
+                let (queues, minutes) = try await (queuesRead, minutesRead)
                 let succeeded = minutes.reduce(0) { $0 + $1.succeeded }, failed = minutes.reduce(0) { $0 + $1.failed }
                 data["jobs"] = [
                     "queues": queues.map { queue -> [String: Any] in
