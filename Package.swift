@@ -142,6 +142,7 @@ let package = Package(
         // child process, and the Python peers (OTLP receiver, TCP proxy) in Tests/Support.
         .target(name: "KeelTestSupport", dependencies: [
             "KeelCore", "KeelStore", "KeelTelemetry",
+            .product(name: "HummingbirdOTP", package: "hummingbird-auth"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
         ], path: "Tests/KeelTestSupport"),

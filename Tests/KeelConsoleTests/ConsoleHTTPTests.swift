@@ -29,6 +29,17 @@ import Testing
         return Reply(status: Int(response.status.code), headers: response.headers, body: String(buffer: try await response.body.collect(upTo: 1 << 22)))
     }
 
+    static func json(_ method: HTTPMethod, _ url: String, authorization: String? = nil, body: String? = nil) async throws -> [String: Any] {
+        var request = HTTPClientRequest(url: url)
+        request.method = method
+        request.headers.add(name: "Content-Type", value: "application/json")
+        if let authorization { request.headers.add(name: "Authorization", value: authorization) }
+        if let body { request.body = .bytes(ByteBuffer(string: body)) }
+        let response = try await client.execute(request, timeout: .seconds(30))
+        let data = try await response.body.collect(upTo: 1 << 20)
+        return (try? JSONSerialization.jsonObject(with: Data(buffer: data)) as? [String: Any]) ?? [:]
+    }
+
     static func cookie(_ name: String, in reply: Reply) -> String? {
         reply.headers["Set-Cookie"].first { $0.hasPrefix(name + "=") }.map { String($0.prefix { $0 != ";" }) }
     }
@@ -98,6 +109,23 @@ import Testing
         let filter = try await Self.send(.GET, base + "/console/jobs?state=nope&task=" + String(repeating: "t", count: 300), cookie: session)
         #expect(filter.status == 400 && filter.body.contains("no job state") && filter.body.contains("longer than 200"))
         #expect(try await Self.send(.GET, base + "/console/jobs/job_nope", cookie: session).status == 404)
+
+        // An account with a second factor is asked for its code after the password, and gets in with it.
+        let api = try await Self.json(.POST, base + "/api/v1/auth/login", body: #"{"email": "admin@example.com", "password": "console-admin-passphrase-7"}"#)
+        let bearer = "Bearer \(try #require(api["access_token"] as? String))"
+        let begin = try await Self.json(.POST, base + "/api/v1/me/totp", authorization: bearer)
+        let secret = try #require(begin["secret"] as? String)
+        _ = try await Self.json(.POST, base + "/api/v1/me/totp/confirm", authorization: bearer, body: #"{"code": "\#(TOTPCodes.code(secret: secret))"}"#)
+        let totpForm = try await Self.send(.GET, base + "/console/login")
+        let totpCookie = try #require(Self.cookie("keel_signin", in: totpForm))
+        let asked = try await Self.send(.POST, base + "/console/login", cookie: totpCookie, form: "_signin=\(try #require(Self.field("_signin", in: totpForm.body)))&email=admin@example.com&password=console-admin-passphrase-7")
+        #expect(asked.status == 401 && asked.body.contains("id=\"totp\"") && Self.cookie("keel_session", in: asked) == nil)
+        let wrong = try await Self.send(.POST, base + "/console/login", cookie: try #require(Self.cookie("keel_signin", in: asked)),
+                                        form: "_signin=\(try #require(Self.field("_signin", in: asked.body)))&email=admin@example.com&password=console-admin-passphrase-7&totp=12345")
+        #expect(wrong.status == 401 && wrong.body.contains("two-factor code is wrong") && Self.cookie("keel_session", in: wrong) == nil)
+        let admitted = try await Self.send(.POST, base + "/console/login", cookie: try #require(Self.cookie("keel_signin", in: wrong)),
+                                           form: "_signin=\(try #require(Self.field("_signin", in: wrong.body)))&email=admin@example.com&password=console-admin-passphrase-7&totp=\(TOTPCodes.code(secret: secret, stepsAhead: 1))")
+        #expect(admitted.status == 303 && Self.cookie("keel_session", in: admitted) != nil)
 
         // Signing out ends the session on the server: the old cookie no longer opens anything.
         let out = try await Self.send(.POST, base + "/console/logout", cookie: session, form: "_csrf=\(csrf)")

@@ -7,28 +7,6 @@ import Testing
 
 /// TOTP enrolment, sign-in with a code or a recovery code, replay refusal, and roles that require it.
 @Suite struct SecondFactorTests {
-    /// RFC 4648 base32, as in otpauth:// URIs.
-    static func base32Decode(_ text: String) -> String {
-        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
-        var bits = 0, value = 0
-        var bytes: [UInt8] = []
-        for character in text.uppercased() {
-            guard let index = alphabet.firstIndex(of: character) else { continue }
-            value = (value << 5) | index
-            bits += 5
-            if bits >= 8 {
-                bytes.append(UInt8((value >> (bits - 8)) & 0xFF))
-                bits -= 8
-            }
-        }
-        return String(decoding: bytes, as: UTF8.self)
-    }
-
-    static func code(_ totp: TOTP, stepsAhead: Int = 0) -> String {
-        let value = String(totp.compute(date: Date().addingTimeInterval(TimeInterval(30 * stepsAhead))))
-        return String(repeating: "0", count: 6 - value.count) + value
-    }
-
     @Test func enrolThenSignInWithCodesAndRecoveryCodes() async throws {
         try await withIdentityServer { keel in
             let user = try await keel.user(roles: ["developer"])
@@ -36,10 +14,10 @@ import Testing
             #expect(begin.status == .created)
             let uri = try #require(begin["provisioning_uri"] as? String)
             #expect(uri.hasPrefix("otpauth://totp/"))
-            let totp = TOTP(secret: Self.base32Decode(try #require(begin["secret"] as? String)))
+            let totp = TOTP(secret: TOTPCodes.base32Decode(try #require(begin["secret"] as? String)))
 
             // Taken together, so a step boundary in between cannot turn a replay into a fresh code.
-            let (current, next) = (Self.code(totp), Self.code(totp, stepsAhead: 1))
+            let (current, next) = (TOTPCodes.code(totp), TOTPCodes.code(totp, stepsAhead: 1))
             let wrong = current == "000000" ? "000001" : "000000"
             #expect(try await keel.call(.post, "/api/v1/me/totp/confirm", as: .bearer(user.token), json: ["code": wrong]).status == .unprocessableContent)
             let confirm = try await keel.call(.post, "/api/v1/me/totp/confirm", as: .bearer(user.token), json: ["code": current])
@@ -87,8 +65,8 @@ import Testing
             #expect(me["must_enroll_second_factor"] as? Bool == true)
 
             let begin = try await keel.call(.post, "/api/v1/me/totp", as: .bearer(user.token))
-            let totp = TOTP(secret: Self.base32Decode(try #require(begin["secret"] as? String)))
-            #expect(try await keel.call(.post, "/api/v1/me/totp/confirm", as: .bearer(user.token), json: ["code": Self.code(totp)]).status == .ok)
+            let totp = TOTP(secret: TOTPCodes.base32Decode(try #require(begin["secret"] as? String)))
+            #expect(try await keel.call(.post, "/api/v1/me/totp/confirm", as: .bearer(user.token), json: ["code": TOTPCodes.code(totp)]).status == .ok)
             #expect(try await keel.call(.get, "/api/v1/nodes", as: .bearer(user.token)).status == .ok)
             #expect(try await keel.auditActions(target: "developer").contains { $0["action"] as? String == "role.update" })
         }

@@ -109,30 +109,18 @@ struct IdentityPages {
     }
 
     private func audit(_ request: Request, session: ConsoleSession) async throws -> Response {
-        let parameters = request.uri.queryParameters
+        var query = ListQuery(request)
         var filter = AuditLog.Filter()
-        var problems: [String] = []
-        func text(_ name: String) -> String? {
-            guard let value = parameters.get(name)?.trimmingCharacters(in: .whitespaces), !value.isEmpty else { return nil }
-            guard value.count <= JobPages.maxFilterLength else {
-                problems.append("The \(name) filter is longer than \(JobPages.maxFilterLength) characters.")
-                return nil
-            }
-            return value
-        }
-        filter.action = text("action")
-        filter.outcome = text("outcome")
-        filter.actor = text("actor")
-        filter.target = text("target")
-        filter.since = try JobPages.time(text("since"), name: "since", problems: &problems)
-        filter.until = try JobPages.time(text("until"), name: "until", problems: &problems)
-        let after = text("after")
+        filter.action = query.text("action")
+        filter.outcome = query.text("outcome")
+        filter.actor = query.text("actor")
+        filter.target = query.text("target")
+        filter.since = query.time("since")
+        filter.until = query.time("until")
+        let after = query.text("after")
+        let problems = query.problems
         let page = problems.isEmpty ? try await console.identity.audit.list(filter, limit: Self.pageSize, after: after) : Page<AuditRecord>(items: [], nextAfter: nil)
-        var next = ""
-        if let marker = page.nextAfter {
-            let kept = parameters.filter { $0.key != "after" }.map { "\(Console.queryEscaped(String($0.key)))=\(Console.queryEscaped(String($0.value)))" }
-            next = "/console/audit?" + (kept + ["after=\(Console.queryEscaped(marker))"]).joined(separator: "&")
-        }
+        let next = query.next(after: page.nextAfter) ?? ""
         let records = page.items.map { record -> [String: Any] in
             ["at": Display.time(record.at), "action": record.action, "outcome": record.outcome, "actor": record.actorName.isEmpty ? record.actorKind : record.actorName,
              "actor_id": record.actorID, "target": record.target, "ip": record.clientIP, "request_id": record.requestID,
@@ -141,7 +129,7 @@ struct IdentityPages {
         return console.html("audit", title: "Audit log", session: session, section: "audit", [
             "records": records, "empty": records.isEmpty, "next": next, "problems": problems.map { ["message": $0] },
             "filter_action": filter.action ?? "", "filter_outcome": filter.outcome ?? "", "filter_actor": filter.actor ?? "",
-            "filter_target": filter.target ?? "", "filter_since": text("since") ?? "", "filter_until": text("until") ?? "",
+            "filter_target": filter.target ?? "", "filter_since": query.text("since") ?? "", "filter_until": query.text("until") ?? "",
         ], status: problems.isEmpty ? .ok : .badRequest)
     }
 }

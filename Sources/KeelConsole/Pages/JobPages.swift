@@ -9,8 +9,6 @@ import KeelServer
 struct JobPages {
     let console: Console
     static let pageSize = 50
-    /// Longer filter values are refused rather than sent to the store.
-    static let maxFilterLength = 200
 
     func install(on router: Router<KeelRequestContext>) {
         console.page(router, "/console/jobs", "jobs", permission: "jobs:read") { request, _, session in
@@ -67,39 +65,25 @@ struct JobPages {
     }
 
     private func list(_ request: Request, session: ConsoleSession) async throws -> Response {
-        let parameters = request.uri.queryParameters
+        var query = ListQuery(request)
         var filter = JobQueue.Filter()
         filter.newestFirst = true
-        var problems: [String] = []
-        func text(_ name: String) -> String? {
-            guard let value = parameters.get(name)?.trimmingCharacters(in: .whitespaces), !value.isEmpty else { return nil }
-            guard value.count <= Self.maxFilterLength else {
-                problems.append("The \(name) filter is longer than \(Self.maxFilterLength) characters.")
-                return nil
-            }
-            return value
-        }
-        filter.queue = text("queue")
-        filter.task = text("task")
-        filter.tag = text("tag")
-        if let state = text("state") {
+        filter.queue = query.text("queue")
+        filter.task = query.text("task")
+        filter.tag = query.text("tag")
+        if let state = query.text("state") {
             filter.state = JobState(rawValue: state)
-            if filter.state == nil { problems.append("There is no job state \"\(state)\".") }
+            if filter.state == nil { query.problem("There is no job state \"\(state)\".") }
         }
-        filter.since = try Self.time(text("since"), name: "since", problems: &problems)
-        filter.until = try Self.time(text("until"), name: "until", problems: &problems)
-        let after = text("after")
-        if let after, !after.hasPrefix("job_") || after.count > 64 { problems.append("The page marker is not a job id.") }
+        filter.since = query.time("since")
+        filter.until = query.time("until")
+        let after = query.text("after")
+        if let after, !after.hasPrefix("job_") || after.count > 64 { query.problem("The page marker is not a job id.") }
+        let problems = query.problems
 
         let queues = try await console.jobs.queues()
         let page = problems.isEmpty ? try await console.jobs.list(filter, limit: Self.pageSize, after: after) : Page<JobRecord>(items: [], nextAfter: nil)
-        var next: String?
-        if let marker = page.nextAfter {
-            var items = request.uri.queryParameters.filter { $0.key != "after" && $0.key != "done" && $0.key != "count" }
-                .map { "\(Console.queryEscaped(String($0.key)))=\(Console.queryEscaped(String($0.value)))" }
-            items.append("after=\(marker)")
-            next = "/console/jobs?" + items.joined(separator: "&")
-        }
+        let next = query.next(after: page.nextAfter)
         let canWrite = session.may("jobs:write")
         let data: [String: Any] = [
             "can_write": canWrite,
@@ -111,7 +95,7 @@ struct JobPages {
             },
             "states": JobState.allCases.map { ["state": $0.rawValue] },
             "filter_queue": filter.queue ?? "", "filter_state": filter.state?.rawValue ?? "", "filter_task": filter.task ?? "",
-            "filter_tag": filter.tag ?? "", "filter_since": text("since") ?? "", "filter_until": text("until") ?? "",
+            "filter_tag": filter.tag ?? "", "filter_since": query.text("since") ?? "", "filter_until": query.text("until") ?? "",
             "queue_options": queues.map { ["name": $0.name, "selected": $0.name == filter.queue] },
             "state_options": JobState.allCases.map { ["state": $0.rawValue, "selected": $0 == filter.state] },
             "jobs": page.items.map(Self.row),
@@ -120,14 +104,6 @@ struct JobPages {
             "first_page": after != nil,
         ]
         return console.html("jobs", title: "Jobs", session: session, section: "jobs", data, status: problems.isEmpty ? .ok : .badRequest)
-    }
-
-    /// `2026-11-26T10:00` (what a datetime-local input sends, read as UTC) or RFC 3339.
-    static func time(_ text: String?, name: String, problems: inout [String]) throws -> Date? {
-        guard let text else { return nil }
-        if let date = Timestamp.parse(text) ?? Timestamp.parse(text + ":00Z") ?? Timestamp.parse(text + "Z") { return date }
-        problems.append("The \(name) time \"\(text)\" is not a time like 2026-11-26T10:00.")
-        return nil
     }
 
     static func row(_ job: JobRecord) -> [String: Any] {
