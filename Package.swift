@@ -134,7 +134,8 @@ let package = Package(
             "KeelCore", "KeelStore", "KeelServer", "KeelTelemetry", "KeelIdentity", "KeelJobs", "KeelGateway", "KeelAI", "KeelConsole",
         ]),
         .executableTarget(name: "keel", dependencies: [
-            "KeelCore", "KeelStore", "KeelServer", "KeelTelemetry", "KeelIdentity", "KeelJobs", "KeelPlatform",
+            "KeelCore", "KeelStore", "KeelServer", "KeelTelemetry", "KeelIdentity", "KeelJobs", "KeelGateway", "KeelMail", "KeelPlatform",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),

@@ -72,7 +72,21 @@ public final class SMTPClient: Sendable {
         return try NIOSSLClientHandler(context: context, serverHostname: isAddress ? nil : host)
     }
 
-    private func converse(host: String, message: MailMessage) async throws -> MailDelivery {
+    /// Connects, greets, secures and signs in as a delivery would, then says goodbye: what `keel health` checks.
+    public func check() async throws -> String {
+        guard let host = settings.host else { throw SMTPError(message: "no mail server is configured (smtp_host)", isPermanent: true) }
+        let (port, timeout) = (settings.port, settings.timeoutSeconds)
+        return try await withDeadline(.seconds(timeout),
+                                      orThrow: SMTPError(message: "no answer from \(host):\(port) within \(timeout) s", isPermanent: false)) {
+            try await self.withSession(host: host) { session in
+                try? await session.command("QUIT", expect: 221)
+                return "\(host):\(port) accepts mail (\(self.settings.security.rawValue))"
+            }
+        }
+    }
+
+    /// A session that has greeted the server, switched to TLS as configured and signed in, for `body`.
+    private func withSession<Result: Sendable>(host: String, _ body: @Sendable (inout SMTPSession) async throws -> Result) async throws -> Result {
         let implicitTLS = settings.security == .tls
         let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
         do {
@@ -103,6 +117,12 @@ public final class SMTPClient: Sendable {
             if let username = settings.username {
                 try await session.authenticate(username: username, password: settings.password?.value ?? "", extensions: extensions)
             }
+            return try await body(&session)
+        }
+    }
+
+    private func converse(host: String, message: MailMessage) async throws -> MailDelivery {
+        try await withSession(host: host) { session in
             let fromDomain = message.from.split(separator: "@").last.map(String.init) ?? "keel"
             let messageID = "<\(KeelID.make(prefix: "mail"))@\(fromDomain)>"
             try await session.command("MAIL FROM:<\(message.from)>", expect: 250)

@@ -13,10 +13,10 @@ import KeelTelemetry
 public enum Platform {
     public static var migrations: [Migration] { KeelMigrations.all + IdentityModule.migrations + JobsModule.migrations + GatewayModule.migrations + AIModule.migrations }
 
-    /// The job handlers compiled into this binary: Keel's built-in tasks, set up from `config` (the mail server).
+    /// The job handlers compiled into this binary: Keel's built-in tasks, set up from `config` (the mail server, the store).
     public static func tasks(_ config: KeelConfig) -> JobRegistry {
         var registry = JobRegistry()
-        BuiltInTasks.register(in: &registry, mail: config.smtp)
+        BuiltInTasks.register(in: &registry, mail: config.smtp, store: (config.database, config.databaseTLS))
         return registry
     }
 

@@ -10,6 +10,7 @@ struct Keel: AsyncParsableCommand {
         version: KeelVersion.current,
         subcommands: [Up.self, Serve.self, Migrate.self, ConfigCommand.self, UsersCommand.self, APIKeysCommand.self, KeysCommand.self,
                       JobsCommand.self, QueuesCommand.self, SchedulesCommand.self,
+                      HealthCommand.self, BackupCommand.self, RestoreCommand.self, SecretsCommand.self,
                       VersionCommand.self]
     )
 

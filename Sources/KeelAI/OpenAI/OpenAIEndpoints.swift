@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import HTTPTypes
 import Hummingbird
+import Metrics
 import KeelCore
 import KeelServer
 import NIOCore
@@ -112,6 +113,7 @@ struct OpenAIEndpoints {
             switch try await ai.ledger.reserve(estimate, for: credential, policy: policy) {
             case .refused(let period, let budget, let spent):
                 let span = period.hasPrefix("d:") ? "daily" : "monthly"
+                Counter(label: "keel_ai_budget_refusals_total", dimensions: [("period", span)]).increment()
                 throw Problem(status: .tooManyRequests, slug: "budget-exceeded", title: "Budget exceeded",
                               detail: "This API key's \(span) budget of \(budget) is spent (\(spent) so far, with requests in flight reserved).",
                               headers: [.retryAfter: String(SpendLedger.secondsUntilNext(period: period, now: Date()))])

@@ -74,13 +74,6 @@ enum ViewValue {
     }
 }
 
-extension JSONValue {
-    var objectValue: [String: JSONValue]? { if case .object(let fields) = self { fields } else { nil } }
-    var arrayValue: [JSONValue]? { if case .array(let items) = self { items } else { nil } }
-    var stringValue: String? { if case .string(let text) = self { text } else { nil } }
-    var numberValue: Double? { if case .number(let number) = self { number } else { nil } }
-}
-
 extension Chart {
     /// Spend per day as bars, labelled with the day and amount.
     static func spendPerDay(_ days: [(day: String, cost: Double)]) -> String {

@@ -77,7 +77,7 @@ extension ConfigKey {
         ConfigKey(name: "secret_key", summary: "key that encrypts stored secrets (32+ characters)", isSecret: true,
                   apply: { text, config throws(ConfigExpectation) in
                       guard text.isEmpty || text.utf8.count >= 32 else {
-                          throw ConfigExpectation("at least 32 characters (generate one with: openssl rand -base64 32)")
+                          throw ConfigExpectation("at least 32 characters (generate one with: keel secrets generate)")
                       }
                       config.secretKey = text.isEmpty ? nil : Secret(text)
                   }, display: { $0.secretKey == nil ? "" : "****" }),
@@ -87,6 +87,9 @@ extension ConfigKey {
         ConfigKey(name: "max_body_bytes", summary: "largest accepted request body (bytes, or with KB/MB/KiB/MiB)", isSecret: false,
                   apply: { text, config throws(ConfigExpectation) in config.maxBodyBytes = try parseByteSize(text) },
                   display: { String($0.maxBodyBytes) }),
+        ConfigKey(name: "store_startup_timeout_seconds", summary: "how long a starting process waits for an unreachable store before it exits", isSecret: false,
+                  apply: { text, config throws(ConfigExpectation) in config.storeStartupTimeoutSeconds = try parseInt(text, in: 1...86_400) },
+                  display: { String($0.storeStartupTimeoutSeconds) }),
         ConfigKey(name: "shutdown_timeout_seconds", summary: "how long a graceful shutdown may drain before it is forced", isSecret: false,
                   apply: { text, config throws(ConfigExpectation) in config.shutdownTimeoutSeconds = try parseInt(text, in: 1...3600) },
                   display: { String($0.shutdownTimeoutSeconds) }),

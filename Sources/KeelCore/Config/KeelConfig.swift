@@ -29,6 +29,9 @@ public struct KeelConfig: Sendable, Equatable {
     public var roles = Set(Role.allCases)
     public var maxBodyBytes = 1 << 20
     public var shutdownTimeoutSeconds = 30
+    /// A store still unreachable this long after start stops the process (with what to check), rather than leaving it
+    /// unready forever; orchestrators restart it. Outages after start are ridden out.
+    public var storeStartupTimeoutSeconds = 60
     /// The URL clients use to reach Keel; the issuer (`iss`) of its tokens. Defaults to `http://host:port`.
     public var publicURL: String?
     public var auth = AuthSettings()

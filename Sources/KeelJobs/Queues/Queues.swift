@@ -222,3 +222,17 @@ extension JobQueue {
         return minutes.values.sorted { $0.minute < $1.minute }
     }
 }
+
+extension JobQueue {
+    /// Per queue, how long its oldest due job (available or retrying, `run_at` passed) has waited to start, in seconds.
+    public func oldestWaiting() async throws -> [String: Double] {
+        let now = clock.now()
+        var oldest: [String: Double] = [:]
+        for row in try await store.query("""
+            SELECT queue, MIN(run_at) AS oldest FROM keel_jobs WHERE state IN ('available', 'retrying') AND run_at <= \(now) GROUP BY queue
+            """) {
+            oldest[try row.string("queue")] = max(0, now.timeIntervalSince(try row.date("oldest")))
+        }
+        return oldest
+    }
+}

@@ -9,15 +9,38 @@ import NIOCore
 import NIOHTTP1
 
 /// The tasks every Keel binary can run: HTTP calls (webhooks, payment providers, data sync), email, pruning
-/// of finished jobs, and a no-op for smoke tests and benchmarks.
+/// of finished jobs, backups of the store with retention, and a no-op for smoke tests and benchmarks.
 public enum BuiltInTasks {
-    /// - Parameter mail: the mail server of `email.send`.
-    public static func register(in registry: inout JobRegistry, mail: MailSettings = MailSettings()) {
+    /// - Parameters:
+    ///   - mail: the mail server of `email.send`.
+    ///   - store: the store `keel.backup` copies, and how to reach it.
+    public static func register(in registry: inout JobRegistry, mail: MailSettings = MailSettings(),
+                                store: (location: DatabaseLocation, tls: DatabaseTLS)? = nil) {
         registry.register("keel.noop") { (_: JSONValue, _: JobContext) in JSONValue.null }
         registry.register("http.request", backoffSeconds: 5) { (args: HTTPRequestArgs, _: JobContext) in try await performHTTPRequest(args) }
         let mailer = SMTPClient(settings: mail)
         registry.register("email.send", backoffSeconds: 30) { (args: EmailArgs, _: JobContext) in try await sendEmail(args, with: mailer) }
         registry.register("keel.prune") { (args: PruneArgs, context: JobContext) in try await context.queue.prune(args) }
+        if let store {
+            registry.register("keel.backup", backoffSeconds: 300) { (args: BackupArgs, _: JobContext) in
+                let made = try await StoreBackup.backupIntoDirectory(store.location, tls: store.tls, directory: args.directory, keep: args.keep ?? 7)
+                return BackupResult(path: made.path, bytes: made.summary.bytes, removed: made.removed)
+            }
+        }
+    }
+
+    // MARK: - keel.backup
+
+    /// A verified backup into `directory`, keeping the newest `keep` (default 7): schedule it daily for a week of backups.
+    public struct BackupArgs: Codable, Sendable {
+        public var directory: String
+        public var keep: Int?
+    }
+
+    public struct BackupResult: Codable, Sendable {
+        public var path: String
+        public var bytes: Int
+        public var removed: [String]
     }
 
     // MARK: - email.send

@@ -4,7 +4,8 @@ import Logging
 import Metrics
 import ServiceLifecycle
 
-/// Keeps `keel_queue_jobs{queue,state}` and `keel_workers{status}` current for Prometheus: the
+/// Keeps `keel_queue_jobs{queue,state}`, `keel_queue_oldest_waiting_seconds{queue}` (how long the oldest due job has
+/// waited: the alert for stuck or starved queues) and `keel_workers{status}` current for Prometheus: the
 /// counts live in the store, so every process with the api role reads them every few seconds.
 struct QueueGauges: Service {
     let queue: JobQueue
@@ -19,10 +20,12 @@ struct QueueGauges: Service {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 do {
+                    let oldest = try await queue.oldestWaiting()
                     for record in try await queue.queues() {
                         for (state, count) in record.counts {
                             Gauge(label: "keel_queue_jobs", dimensions: [("queue", record.name), ("state", state)]).record(count)
                         }
+                        Gauge(label: "keel_queue_oldest_waiting_seconds", dimensions: [("queue", record.name)]).record(oldest[record.name] ?? 0)
                     }
                     let workers = try await queue.workers()
                     for status in ["alive", "dead", "stopped"] {

@@ -184,6 +184,11 @@ public enum JSONValue: Codable, Sendable, Equatable {
 }
 
 extension JSONValue {
+    public var objectValue: [String: JSONValue]? { if case .object(let fields) = self { fields } else { nil } }
+    public var arrayValue: [JSONValue]? { if case .array(let items) = self { items } else { nil } }
+    public var stringValue: String? { if case .string(let text) = self { text } else { nil } }
+    public var numberValue: Double? { if case .number(let number) = self { number } else { nil } }
+
     /// `value` as Keel's JSON encodes it (snake_case keys, RFC 3339 dates), for code that shows what the API shows.
     public static func encoding(_ value: some Encodable) throws -> JSONValue {
         try JSONDecoder.keel().decode(JSONValue.self, from: try JSONEncoder.keel().encode(value))

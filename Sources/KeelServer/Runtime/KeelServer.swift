@@ -88,7 +88,7 @@ public struct KeelServer: Sendable {
         services.append(MigrationService(store: store, migrations: KeelMigrations.all + modules.flatMap(\.migrations),
                                          readiness: readiness, prepare: { [modules, moduleContext] in
                                              for module in modules { try await module.prepare(context: moduleContext) }
-                                         }, logger: Logger(label: "keel.migrations")))
+                                         }, startupTimeout: .seconds(config.storeStartupTimeoutSeconds), logger: Logger(label: "keel.migrations")))
         services.append(nodes)
         for module in modules { services += module.services(context: moduleContext) }
 

@@ -42,10 +42,15 @@ struct MigrationService: Service {
     let migrations: [Migration]
     let readiness: Readiness
     let prepare: @Sendable () async throws -> Void
+    /// How long an unreachable store may keep the process from starting before it gives up.
+    let startupTimeout: Duration
     let logger: Logger
 
     func run() async throws {
+        // Services waiting for the schema end too when this one stops without it (a failed bind, a signal).
+        defer { if case .pending = readiness.migrations { readiness.update(.failed("stopped before the schema was current")) } }
         var delay = Duration.milliseconds(250)
+        let giveUpAt = ContinuousClock.now + startupTimeout
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             do {
                 let applied = try await store.migrate(migrations)
@@ -64,6 +69,14 @@ struct MigrationService: Service {
                 logger.critical("cannot migrate the store", metadata: ["error": "\(reason)"])
                 throw StoreError.migration(reason)
             } catch {
+                if Task.isCancelled { break }  // the process is stopping (a failed bind, a signal): not a store problem
+                guard ContinuousClock.now < giveUpAt else {
+                    let reason = "the store (\(store.location)) is still unreachable after \(startupTimeout): \(error). Check database_url "
+                        + "(KEEL_DATABASE_URL), that the server runs and accepts this host, and database_tls."
+                    readiness.update(.failed(reason))
+                    logger.critical("cannot start", metadata: ["error": "\(reason)"])
+                    throw FatalStartupError(reason)
+                }
                 readiness.update(.pending(String(describing: error)))
                 logger.warning("store not reachable; retrying migrations", metadata: ["error": "\(error)", "retry_in": "\(delay)"])
                 try? await Task.sleep(for: delay)

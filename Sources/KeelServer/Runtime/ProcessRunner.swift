@@ -4,6 +4,7 @@ import KeelCore
 import KeelStore
 import KeelTelemetry
 import Logging
+import NIOCore
 import ServiceLifecycle
 import UnixSignals
 
@@ -57,7 +58,12 @@ extension KeelServer {
         var configuration = ServiceGroupConfiguration(
             services: [.init(service: application)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         configuration.maximumGracefulShutdownDuration = .seconds(config.shutdownTimeoutSeconds)
-        try await ServiceGroup(configuration: configuration).run()
+        do {
+            try await ServiceGroup(configuration: configuration).run()
+        } catch let error as IOError where error.errnoCode == EADDRINUSE || error.errnoCode == EACCES {
+            let what = error.errnoCode == EADDRINUSE ? "is already in use" : "needs privileges this process lacks"
+            throw FatalStartupError("port \(config.port) on \(config.host) \(what): stop what holds it, or choose another with --port or port (KEEL_PORT)")
+        }
         logger.info("stopped")
     }
 }

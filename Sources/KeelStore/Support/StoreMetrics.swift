@@ -13,6 +13,8 @@ final class StoreMetrics: Sendable {
     init(driver: String) {
         self.driver = driver
         self.writeWait = Metrics.Timer(label: "keel_store_write_wait_seconds", dimensions: [("driver", driver)])
+        // Error counters exist from the start at zero, so that rates and alerts over them have a series before the first error.
+        for kind in ["read", "write", "transaction"] { _ = errors(kind) }
     }
 
     var inFlight: Int { running.load(ordering: .relaxed) }
