@@ -181,6 +181,11 @@ let package = Package(
             "KeelTestSupport",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
         ]),
+        .testTarget(name: "KeelDeployTests", dependencies: [
+            "KeelCore", "KeelStore", "KeelTestSupport",
+            .product(name: "Yams", package: "Yams"),
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+        ]),
         .testTarget(name: "KeelMailTests", dependencies: ["KeelMail", "KeelCore", "KeelTestSupport"]),
         .testTarget(name: "KeelCLITests", dependencies: ["KeelCore", "KeelTestSupport"]),
     ],
