@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import TimeoutException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
@@ -54,6 +54,17 @@ def eventually(predicate, message, timeout=20):
     raise AssertionError(message)
 
 
+def open_page(driver, url):
+    """driver.get, once more if the browser itself failed (a crashed tab on a loaded machine): the page is then judged."""
+    try:
+        driver.get(url)
+    except WebDriverException as failure:
+        if isinstance(failure, TimeoutException):
+            raise
+        print(f"browser failed loading {url} ({failure.msg}); loading it again", file=sys.stderr)
+        driver.get(url)
+
+
 def browser():
     options = webdriver.ChromeOptions()
     for argument in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000", "--disable-gpu"]:
@@ -72,7 +83,7 @@ def wait(driver, condition, timeout=20):
 
 
 def sign_in(driver, email, password):
-    driver.get(BASE + "/console/")
+    open_page(driver, BASE + "/console/")
     wait(driver, EC.presence_of_element_located((By.ID, "email")))
     check("/console/login" in driver.current_url, "an anonymous visit did not go to the sign-in page")
     driver.find_element(By.ID, "email").send_keys(email)
@@ -102,7 +113,7 @@ def main():
     driver = browser()
     try:
         # Sign in; a wrong password is refused with a message and no session.
-        driver.get(BASE + "/console/login")
+        open_page(driver, BASE + "/console/login")
         driver.find_element(By.ID, "email").send_keys(ADMIN_EMAIL)
         driver.find_element(By.ID, "password").send_keys("not-the-password")
         driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
@@ -117,7 +128,7 @@ def main():
         # A job enqueued over the API finishes while its page is open: the page updates itself.
         status, job = api("POST", "/api/v1/jobs", {"task": "keel.noop", "delay_seconds": 3, "tags": ["e2e"]}, token=token)
         check(status == 201, f"enqueue failed: {status} {job}")
-        driver.get(BASE + f"/console/jobs/{job['id']}")
+        open_page(driver, BASE + f"/console/jobs/{job['id']}")
         check(driver.find_element(By.ID, "job-state").text == "scheduled", "a delayed job is not shown as scheduled")
         driver.execute_script("window.keelSamePage = true")
         wait(driver, EC.text_to_be_present_in_element((By.ID, "job-state"), "succeeded"), timeout=30)
@@ -129,7 +140,7 @@ def main():
                                                       "max_attempts": 1, "tags": ["e2e"]}, token=token)
         check(status == 201, f"enqueue of the failing job failed: {status} {failing}")
         eventually(lambda: api("GET", f"/api/v1/jobs/{failing['id']}", token=token)[1]["state"] == "dead", "the failing job never died")
-        driver.get(BASE + f"/console/jobs/{failing['id']}")
+        open_page(driver, BASE + f"/console/jobs/{failing['id']}")
         check(driver.find_element(By.ID, "job-state").text == "dead", "the dead job is not shown as dead")
         check(len(driver.find_elements(By.CSS_SELECTOR, "table pre")) >= 1, "the dead job's error history is missing")
         shot(driver, "04-job-dead")
@@ -143,26 +154,32 @@ def main():
         # The jobs list shows what users typed as text, never as markup.
         status, marked = api("POST", "/api/v1/jobs", {"task": "keel.noop", "tags": ["<img src=x onerror=window.keelHacked=1>"]}, token=token)
         check(status == 201, "enqueue with an HTML tag failed")
-        driver.get(BASE + "/console/jobs?tag=" + urllib.request.quote("<img src=x onerror=window.keelHacked=1>"))
+        open_page(driver, BASE + "/console/jobs?tag=" + urllib.request.quote("<img src=x onerror=window.keelHacked=1>"))
         check("<img src=x onerror=window.keelHacked=1>" in driver.find_element(By.CSS_SELECTOR, "table.jobs").text, "the tag is not shown as text")
         check(driver.execute_script("return window.keelHacked === undefined"), "markup from a job's tag ran in the page")
-        driver.get(BASE + "/console/jobs?task=" + "x" * 300)
+        open_page(driver, BASE + "/console/jobs?task=" + "x" * 300)
         check("longer than 200 characters" in driver.page_source, "an oversized filter got no clear message")
-        driver.get(BASE + "/console/jobs")
+        open_page(driver, BASE + "/console/jobs")
         shot(driver, "06-jobs")
-        driver.get(BASE + "/console/workers")
+        open_page(driver, BASE + "/console/workers")
         check(len(driver.find_elements(By.CSS_SELECTOR, "tbody tr code")) >= 1, "no worker is listed")
         shot(driver, "07-workers")
 
         # A schedule: the form previews the next five fire times in its time zone, then saves.
-        driver.get(BASE + "/console/schedules")
+        open_page(driver, BASE + "/console/schedules")
         driver.find_element(By.ID, "s-name").send_keys("e2e-nightly")
         driver.find_element(By.ID, "s-cron").send_keys("30 2 * * *")
         driver.find_element(By.ID, "s-timezone").send_keys("Europe/Berlin")
         driver.find_element(By.ID, "s-task").send_keys("keel.noop")
-        wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#schedule-preview ol.upcoming li")) == 5)
-        first = driver.find_element(By.CSS_SELECTOR, "#schedule-preview ol.upcoming li").text
-        check("02:30:00+01:00" in first or "02:30:00+02:00" in first, f"the preview is not in the schedule's time zone: {first}")
+        # The preview follows the typing: wait for the one in the schedule's time zone (Berlin: +01:00 or +02:00).
+        def berlin_preview(d):
+            items = d.find_elements(By.CSS_SELECTOR, "#schedule-preview ol.upcoming li")
+            return len(items) == 5 and all("02:30:00+01:00" in i.text or "02:30:00+02:00" in i.text for i in items)
+        try:
+            wait(driver, berlin_preview)
+        except TimeoutException:
+            raise AssertionError("the preview never showed five fire times in the schedule's time zone: "
+                                 + driver.find_element(By.ID, "schedule-preview").text)
         driver.find_element(By.ID, "s-cron").clear()
         driver.find_element(By.ID, "s-cron").send_keys("61 * * * *")
         wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#schedule-preview .error")) == 1)
@@ -176,7 +193,7 @@ def main():
         shot(driver, "08-schedules")
 
         # An API key, shown once with a copy button, that works against the API.
-        driver.get(BASE + "/console/keys")
+        open_page(driver, BASE + "/console/keys")
         driver.find_element(By.ID, "k-name").send_keys("e2e reader")
         driver.find_element(By.CSS_SELECTOR, "input[name=permissions][value='jobs:read']").click()
         driver.find_element(By.CSS_SELECTOR, "form.stacked button[type=submit]").click()
@@ -189,16 +206,16 @@ def main():
         check(status == 200, f"the new key does not work: {status} {listed}")
         status, _ = api("POST", "/api/v1/jobs", {"task": "keel.noop"}, key=key)
         check(status == 403, f"a jobs:read key could enqueue: {status}")
-        driver.get(BASE + "/console/keys")
+        open_page(driver, BASE + "/console/keys")
         check(key not in driver.page_source, "the key is shown again")
 
         # A forged form (no or a wrong CSRF token) is refused and changes nothing.
         check(post_from_page(driver, f"/console/jobs/{failing['id']}/cancel", {"_csrf": "forged"}) == 403, "a forged CSRF token was accepted")
         check(post_from_page(driver, f"/console/jobs/{failing['id']}/cancel", {}) == 403, "a form without a CSRF token was accepted")
 
-        driver.get(BASE + "/console/users")
+        open_page(driver, BASE + "/console/users")
         shot(driver, "10-users")
-        driver.get(BASE + "/console/audit?action=apikey.create")
+        open_page(driver, BASE + "/console/audit?action=apikey.create")
         check("apikey.create" in driver.find_element(By.TAG_NAME, "table").text, "the audit log does not show the key's creation")
         shot(driver, "11-audit")
 
@@ -206,17 +223,17 @@ def main():
         status, route = api("POST", "/api/v1/gateway/routes", {"name": "e2e-status", "match": {"prefix": "/e2e-status"},
                                                               "upstreams": [{"url": BASE + "/healthz"}], "auth": "public"}, token=token)
         check(status == 201, f"creating a gateway route failed: {status} {route}")
-        driver.get(BASE + "/console/gateway")
+        open_page(driver, BASE + "/console/gateway")
         check("e2e-status" in driver.page_source and "healthy" in driver.page_source, "the gateway page does not show the route's instance health")
         shot(driver, "14-gateway")
         status, provider = api("POST", "/api/v1/ai/providers", {"name": "e2e-local", "kind": "openai", "base_url": BASE + "/v1"}, token=token)
         check(status == 201, f"creating an AI provider failed: {status} {provider}")
         status, model = api("POST", "/api/v1/ai/models", {"name": "e2e-chat", "deployments": [{"provider": "e2e-local", "model": "tiny"}]}, token=token)
         check(status == 201, f"creating an AI model failed: {status} {model}")
-        driver.get(BASE + "/console/ai")
+        open_page(driver, BASE + "/console/ai")
         check("e2e-local" in driver.page_source and "e2e-local/tiny" in driver.page_source, "the AI page does not show the provider and deployment")
         shot(driver, "15-ai")
-        driver.get(BASE + "/console/")
+        open_page(driver, BASE + "/console/")
         check("/healthz" in driver.find_element(By.ID, "upstreams-heading").find_element(By.XPATH, "..").text, "the overview lacks the upstream service")
         shot(driver, "16-overview-after")
 
@@ -230,17 +247,17 @@ def main():
         sign_in(driver, "viewer@example.com", "viewer-passphrase-22")
         nav = driver.find_element(By.CSS_SELECTOR, "header nav").text
         check("Jobs" in nav and "Users" not in nav and "Audit" not in nav, f"the viewer's navigation is wrong: {nav}")
-        driver.get(BASE + "/console/jobs")
+        open_page(driver, BASE + "/console/jobs")
         check(not driver.find_elements(By.CSS_SELECTOR, "form[action$='/pause'], form[action$='/purge'], form[action='/console/jobs/retry-dead']"),
               "the viewer is shown queue controls")
-        driver.get(BASE + f"/console/jobs/{failing['id']}")
+        open_page(driver, BASE + f"/console/jobs/{failing['id']}")
         check(not driver.find_elements(By.ID, "retry") and not driver.find_elements(By.ID, "cancel"), "the viewer is shown job controls")
         csrf = driver.find_element(By.CSS_SELECTOR, "meta[name=csrf-token]").get_attribute("content")
         check(post_from_page(driver, f"/console/jobs/{failing['id']}/retry", {"_csrf": csrf}) == 403, "the viewer could retry a job")
-        driver.get(BASE + "/console/users")
+        open_page(driver, BASE + "/console/users")
         check("403" in driver.find_element(By.TAG_NAME, "h1").text, "the viewer could open the users page")
         shot(driver, "12-viewer-refused")
-        driver.get(BASE + "/console/schedules")
+        open_page(driver, BASE + "/console/schedules")
         check(not driver.find_elements(By.ID, "schedule-form"), "the viewer is shown the schedule form")
         shot(driver, "13-viewer-schedules")
 
@@ -258,4 +275,9 @@ if __name__ == "__main__":
         main()
     except (AssertionError, TimeoutException) as failure:
         print(f"FAILED: {failure!r}", file=sys.stderr)
+        sys.exit(1)
+    except Exception:
+        import traceback
+        traceback.print_exc()
+        print("FAILED: an unexpected error (above)", file=sys.stderr)
         sys.exit(1)

@@ -54,12 +54,16 @@ document.addEventListener("click", async (event) => {
   const zone = document.getElementById("s-timezone");
   if (!preview || !cron || !zone) return;
   let timer;
+  let latest = 0;
   const update = () => {
     clearTimeout(timer);
     timer = setTimeout(async () => {
+      const asked = ++latest;
       const url = preview.getAttribute("data-preview") + "?cron=" + encodeURIComponent(cron.value) + "&timezone=" + encodeURIComponent(zone.value);
       const response = await fetch(url, { credentials: "same-origin" });
-      if (response.ok) preview.innerHTML = await response.text();
+      const html = response.ok ? await response.text() : null;
+      // An answer to an older question (a slower request) must not replace a newer one.
+      if (html !== null && asked === latest) preview.innerHTML = html;
     }, 250);
   };
   cron.addEventListener("input", update);
