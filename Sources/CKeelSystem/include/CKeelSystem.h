@@ -17,4 +17,10 @@ static inline int ckeel_release_free_heap(void) {
 #endif
 }
 
+/// Drops the clean, read-only file pages (code of the binary, Swift's runtime, Foundation, ICU data) from this
+/// process's resident set and stops the kernel from mapping neighbouring pages around each fault (MADV_RANDOM), so
+/// that what stays resident is what the process actually runs. The pages stay in the page cache, shared with every
+/// process; touched again, they map back in from it. Returns the bytes of mappings advised, or -1.
+long ckeel_release_clean_file_pages(void);
+
 #endif

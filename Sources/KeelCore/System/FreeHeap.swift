@@ -6,3 +6,11 @@ import CKeelSystem
 public func releaseFreeHeap() -> Bool {
     ckeel_release_free_heap() == 1
 }
+
+/// Leaves resident only the code and read-only data the process goes on to use (see
+/// `ckeel_release_clean_file_pages`): what a long-idle worker needs is a small part of the binary and its libraries.
+/// Returns the bytes of mappings released, 0 where unsupported.
+@discardableResult
+public func releaseCleanFilePages() -> Int {
+    max(0, ckeel_release_clean_file_pages())
+}

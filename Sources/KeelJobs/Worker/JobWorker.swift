@@ -158,17 +158,21 @@ public final class JobWorker: Service {
     }
 
     /// Renews leases of running jobs, stops those cancelled through the store, and rescues the jobs
-    /// of lost workers. Once a burst of jobs is over it returns the memory the burst used to the system.
+    /// of lost workers. Once idle after starting, and after each burst of jobs, it returns the memory the work used
+    /// to the system and drops code pages that start-up and the burst touched but idling does not.
     private func leaseLoop() async {
         let interval = Duration.milliseconds(max(200, leaseSeconds * 1000 / 3))
         var startedAtLastRelease = 0
+        var releasedAtStart = false
         while !Task.isCancelled {
             try? await Task.sleep(for: interval)
             let current = running.withLock { $0 }
             let started = startedJobs.load(ordering: .relaxed)
-            if current.isEmpty, started != startedAtLastRelease {
+            if current.isEmpty, started != startedAtLastRelease || !releasedAtStart {
                 releaseFreeHeap()
+                releaseCleanFilePages()
                 startedAtLastRelease = started
+                releasedAtStart = true
             }
             do {
                 try await queue.registerWorker(id: id, queues: concurrency, running: current.count, startedAt: Date())
