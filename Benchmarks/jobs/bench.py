@@ -266,7 +266,7 @@ def private_mb(pid):
         return int(re.search(r"Pss_Anon:\s+(\d+)", f.read()).group(1)) / 1024
 
 
-IDLE_SECONDS = 12
+IDLE_SECONDS = 25  # a worker gives memory back after one quiet lease interval (10 s by default)
 
 
 def record_idle_memory(results, system, pids):

@@ -158,22 +158,24 @@ public final class JobWorker: Service {
     }
 
     /// Renews leases of running jobs, stops those cancelled through the store, and rescues the jobs
-    /// of lost workers. Once idle after starting, and after each burst of jobs, it returns the memory the work used
-    /// to the system and drops code pages that start-up and the burst touched but idling does not.
+    /// of lost workers. Once quiet for a whole interval after starting or after work, it returns the memory the work
+    /// used to the system and drops code pages that start-up and the work touched but idling does not.
     private func leaseLoop() async {
         let interval = Duration.milliseconds(max(200, leaseSeconds * 1000 / 3))
-        var startedAtLastRelease = 0
-        var releasedAtStart = false
+        var startedAtLastTick = 0
+        var startedAtLastRelease = -1
         while !Task.isCancelled {
             try? await Task.sleep(for: interval)
             let current = running.withLock { $0 }
             let started = startedJobs.load(ordering: .relaxed)
-            if current.isEmpty, started != startedAtLastRelease || !releasedAtStart {
+            // Quiet for a whole interval after start-up or after work: give back what it used. Not between the jobs
+            // of a steady trickle, whose next job would pay for the dropped pages in its start latency.
+            if current.isEmpty, started == startedAtLastTick, started != startedAtLastRelease {
                 releaseFreeHeap()
                 releaseCleanFilePages()
                 startedAtLastRelease = started
-                releasedAtStart = true
             }
+            startedAtLastTick = started
             do {
                 try await queue.registerWorker(id: id, queues: concurrency, running: current.count, startedAt: Date())
                 let cancelled = try await queue.heartbeat(current.values.map(\.claim), leaseSeconds: leaseSeconds)
