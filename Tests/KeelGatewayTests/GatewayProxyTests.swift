@@ -100,7 +100,8 @@ import Testing
     @Test func circuitBreakerOpensThenRecovers() async throws {
         let (a, b) = (try await Upstream("a"), try await Upstream("b"))
         let gateway = try await GatewayServer(routes: [
-            "app": route("/app", [a, b], ["retries": 0, "circuit_breaker": ["consecutive_failures": 3, "open_seconds": 1]]),
+            // Open long enough that a loaded machine still sees it open after the twenty requests below.
+            "app": route("/app", [a, b], ["retries": 0, "circuit_breaker": ["consecutive_failures": 3, "open_seconds": 4]]),
         ])
         let token = try await gateway.adminToken()
         try await b.force(status: 500)
@@ -112,7 +113,7 @@ import Testing
         #expect(upstreams.first { $0["url"] as? String == b.url }?["breaker"] as? String == "open")
 
         try await b.force(status: 0)
-        try await Task.sleep(for: .milliseconds(1200))
+        try await Task.sleep(for: .milliseconds(4200))
         var instances: [String: Int] = [:]
         for _ in 0..<10 { instances[try await gateway.send("GET", "/app/echo").instance ?? "?", default: 0] += 1 }
         #expect(instances["b", default: 0] >= 4)
