@@ -325,12 +325,7 @@ public final class JobQueue: Sendable {
 
     /// Runs a dead or cancelled job again, with one more attempt allowed.
     public func retry(id: String) async throws -> JobRecord {
-        let now = clock.now()
-        let updated = try await store.execute("""
-            UPDATE keel_jobs SET state = 'available', run_at = \(now), finished_at = NULL, cancel_requested = \(false), expires_at = NULL,
-                max_attempts = CASE WHEN max_attempts > attempt THEN max_attempts ELSE attempt + 1 END
-            WHERE id = \(id) AND state IN ('dead', 'cancelled', 'expired') RETURNING id
-            """)
+        let updated = try await store.execute(runAgain(where: "id = \(id) AND state IN ('dead', 'cancelled', 'expired')"))
         if updated.isEmpty {
             let job = try await job(id: id)
             throw Problem.conflict("The job is \(job.state.rawValue); only dead, cancelled or expired jobs can be retried.")
@@ -341,17 +336,24 @@ public final class JobQueue: Sendable {
 
     /// Runs every dead job again (of one queue, or of all), each with one more attempt allowed; returns how many.
     public func retryDead(queue: String?) async throws -> Int {
-        let now = clock.now()
-        var query: SQLQuery = """
-            UPDATE keel_jobs SET state = 'available', run_at = \(now), finished_at = NULL, cancel_requested = \(false), expires_at = NULL,
-                max_attempts = CASE WHEN max_attempts > attempt THEN max_attempts ELSE attempt + 1 END
-            WHERE state = 'dead'
-            """
-        if let queue { query.append(" AND queue = \(queue)") }
-        query.append(" RETURNING id")
-        let count = try await store.execute(query).count
+        var condition: SQLQuery = "state = 'dead'"
+        if let queue { condition.append(" AND queue = \(queue)") }
+        let count = try await store.execute(runAgain(where: condition)).count
         if count > 0 { await wakeWorkers() }
         return count
+    }
+
+    /// The statement that makes the jobs matching `condition` available now, each with one more attempt allowed.
+    private func runAgain(where condition: SQLQuery) -> SQLQuery {
+        var query: SQLQuery = """
+            UPDATE keel_jobs SET state = 'available', run_at = \(clock.now()), finished_at = NULL, cancel_requested = \(false), expires_at = NULL,
+                max_attempts = CASE WHEN max_attempts > attempt THEN max_attempts ELSE attempt + 1 END
+            WHERE
+            """
+        query.append(" ")
+        query.append(condition)
+        query.append(" RETURNING id")
+        return query
     }
 
     // MARK: - Worker side

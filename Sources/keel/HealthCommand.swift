@@ -97,11 +97,11 @@ struct HealthCommand: AsyncParsableCommand {
             return [Check(name: "upstreams", target: "-", status: .fail, detail: "cannot read the gateway's routes")]
         }
         var targets: Set<String> = []
-        for route in snapshot["routes"]?.arrayValue ?? [] {
-            let fields = route.objectValue ?? [:]
-            let path = fields["health_check"]?.objectValue?["path"]?.stringValue ?? ""
-            let upstreams = (fields["upstreams"]?.arrayValue ?? []) + (fields["fallback"]?.objectValue?["upstreams"]?.arrayValue ?? [])
-            for url in upstreams.compactMap({ $0.objectValue?["url"]?.stringValue }) {
+        for route in snapshot["routes"]?.array ?? [] {
+            let fields = route.object ?? [:]
+            let path = fields["health_check"]?["path"]?.string ?? ""
+            let upstreams = (fields["upstreams"]?.array ?? []) + (fields["fallback"]?["upstreams"]?.array ?? [])
+            for url in upstreams.compactMap({ $0["url"]?.string }) {
                 targets.insert(url.hasSuffix("/") && path.hasPrefix("/") ? url + path.dropFirst() : url + path)
             }
         }

@@ -126,12 +126,7 @@ func text(of content: JSONValue?) -> String {
 }
 
 extension JSONValue {
-    subscript(key: String) -> JSONValue? {
-        if case .object(let members) = self { members[key] } else { nil }
-    }
-
-    var string: String? { if case .string(let value) = self { value } else { nil } }
-    var number: Double? { if case .number(let value) = self { value } else { nil } }
+    /// A token count or similar: 0 when absent.
     var int: Int { number.map { Int($0) } ?? 0 }
 }
 

@@ -40,8 +40,8 @@ struct OverviewPage {
                 ] as [String: Any]
             }
             if session.may("ai:read"), case .object(let snapshot) = try await console.ai.snapshot(usageSince: PlatformPages.day(now), until: PlatformPages.day(now)) {
-                let usage = (snapshot["usage"]?.arrayValue ?? []).compactMap(\.objectValue)
-                let sum = { (field: String) in usage.reduce(0.0) { $0 + ($1[field]?.numberValue ?? 0) } }
+                let usage = (snapshot["usage"]?.array ?? []).compactMap(\.object)
+                let sum = { (field: String) in usage.reduce(0.0) { $0 + ($1[field]?.number ?? 0) } }
                 data["ai"] = ["requests": Int(sum("requests")), "tokens": Int(sum("tokens_in") + sum("tokens_out")),
                               "spend": String(format: "%.4f", sum("cost"))]
             }
@@ -49,11 +49,11 @@ struct OverviewPage {
                case .object(let snapshot) = try await console.gateway.snapshot(withHealth: true) {
                 // Every upstream instance once, with its health as this gateway sees it.
                 var upstreams: [String: Bool] = [:]
-                for route in snapshot["routes"]?.arrayValue ?? [] {
-                    let status = route.objectValue?["status"]?.objectValue
-                    for instance in (status?["upstreams"]?.arrayValue ?? []) + (status?["fallback"]?.arrayValue ?? []) {
-                        guard let url = instance.objectValue?["url"]?.stringValue else { continue }
-                        upstreams[url] = (upstreams[url] ?? true) && instance.objectValue?["healthy"] == .bool(true)
+                for route in snapshot["routes"]?.array ?? [] {
+                    let status = route["status"]?.object
+                    for instance in (status?["upstreams"]?.array ?? []) + (status?["fallback"]?.array ?? []) {
+                        guard let url = instance["url"]?.string else { continue }
+                        upstreams[url] = (upstreams[url] ?? true) && instance["healthy"] == .bool(true)
                     }
                 }
                 data["show_upstreams"] = true

@@ -16,18 +16,18 @@ struct PlatformPages {
             guard case .object(let snapshot) = try await console.gateway.snapshot(withHealth: runsGateway) else {
                 throw ConsoleError(status: .internalServerError, message: "The gateway's state could not be read.")
             }
-            let routes = (snapshot["routes"]?.arrayValue ?? []).map { route -> [String: Any] in
+            let routes = (snapshot["routes"]?.array ?? []).map { route -> [String: Any] in
                 var view = ViewValue.of(route) as? [String: Any] ?? [:]
-                if case .object(let status)? = route.objectValue?["status"] {
-                    view["instances"] = (status["upstreams"]?.arrayValue ?? []).map(ViewValue.of)
-                    view["fallback_instances"] = (status["fallback"]?.arrayValue ?? []).map(ViewValue.of)
+                if case .object(let status)? = route["status"] {
+                    view["instances"] = (status["upstreams"]?.array ?? []).map(ViewValue.of)
+                    view["fallback_instances"] = (status["fallback"]?.array ?? []).map(ViewValue.of)
                 }
-                view["methods_text"] = (route.objectValue?["match"]?.objectValue?["methods"]?.arrayValue ?? []).compactMap(\.stringValue).joined(separator: ", ")
-                view["upstream_urls"] = (route.objectValue?["upstreams"]?.arrayValue ?? []).compactMap { $0.objectValue?["url"]?.stringValue }.joined(separator: ", ")
+                view["methods_text"] = (route["match"]?["methods"]?.array ?? []).compactMap(\.string).joined(separator: ", ")
+                view["upstream_urls"] = (route["upstreams"]?.array ?? []).compactMap { $0["url"]?.string }.joined(separator: ", ")
                 return view
             }
             return console.html("gateway", title: "Gateway", session: session, section: "gateway", [
-                "routes": routes, "services": (snapshot["services"]?.arrayValue ?? []).map(ViewValue.of), "runs_gateway": runsGateway,
+                "routes": routes, "services": (snapshot["services"]?.array ?? []).map(ViewValue.of), "runs_gateway": runsGateway,
             ])
         }
         console.page(router, "/console/ai", "ai", permission: "ai:read") { request, _, session in
@@ -36,18 +36,18 @@ struct PlatformPages {
             guard case .object(let snapshot) = try await console.ai.snapshot(usageSince: since, until: until) else {
                 throw ConsoleError(status: .internalServerError, message: "The AI gateway's state could not be read.")
             }
-            let usage = (snapshot["usage"]?.arrayValue ?? []).compactMap(\.objectValue)
+            let usage = (snapshot["usage"]?.array ?? []).compactMap(\.object)
             func totals(by key: String) -> [[String: Any]] {
-                Dictionary(grouping: usage) { $0[key]?.stringValue ?? "" }.sorted { $0.key < $1.key }.map { name, rows in
-                    let sum = { (field: String) in rows.reduce(0.0) { $0 + ($1[field]?.numberValue ?? 0) } }
+                Dictionary(grouping: usage) { $0[key]?.string ?? "" }.sorted { $0.key < $1.key }.map { name, rows in
+                    let sum = { (field: String) in rows.reduce(0.0) { $0 + ($1[field]?.number ?? 0) } }
                     return ["name": name, "requests": Int(sum("requests")), "errors": Int(sum("errors")), "tokens_in": Int(sum("tokens_in")),
                             "tokens_out": Int(sum("tokens_out")), "cost": String(format: "%.4f", sum("cost")), "cost_value": sum("cost")]
                 }
             }
             let byDay = totals(by: "day")
             return console.html("ai", title: "AI gateway", session: session, section: "ai", [
-                "providers": (snapshot["providers"]?.arrayValue ?? []).map(ViewValue.of),
-                "models": (snapshot["models"]?.arrayValue ?? []).map(ViewValue.of),
+                "providers": (snapshot["providers"]?.array ?? []).map(ViewValue.of),
+                "models": (snapshot["models"]?.array ?? []).map(ViewValue.of),
                 "by_day": byDay, "by_model": totals(by: "model"), "by_key": totals(by: "key"),
                 "since": since, "until": until, "has_usage": !usage.isEmpty,
                 "chart": Chart.spendPerDay(byDay.map { ($0["name"] as? String ?? "", $0["cost_value"] as? Double ?? 0) }),

@@ -184,10 +184,15 @@ public enum JSONValue: Codable, Sendable, Equatable {
 }
 
 extension JSONValue {
-    public var objectValue: [String: JSONValue]? { if case .object(let fields) = self { fields } else { nil } }
-    public var arrayValue: [JSONValue]? { if case .array(let items) = self { items } else { nil } }
-    public var stringValue: String? { if case .string(let text) = self { text } else { nil } }
-    public var numberValue: Double? { if case .number(let number) = self { number } else { nil } }
+    /// The member `key` of an object; `nil` for other values.
+    public subscript(key: String) -> JSONValue? {
+        if case .object(let members) = self { members[key] } else { nil }
+    }
+
+    public var object: [String: JSONValue]? { if case .object(let members) = self { members } else { nil } }
+    public var array: [JSONValue]? { if case .array(let items) = self { items } else { nil } }
+    public var string: String? { if case .string(let value) = self { value } else { nil } }
+    public var number: Double? { if case .number(let value) = self { value } else { nil } }
 
     /// `value` as Keel's JSON encodes it (snake_case keys, RFC 3339 dates), for code that shows what the API shows.
     public static func encoding(_ value: some Encodable) throws -> JSONValue {
