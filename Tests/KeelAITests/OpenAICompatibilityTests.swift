@@ -100,6 +100,11 @@ import Testing
         #expect(embed["usage"] as? Int == 10)
         #expect(try await Self.openai(base, key: key, model: "-", "models") as? [String] == ["chat-small", "embed"])
 
+        // Probes: each provider answered its model list when it was added (read before the primary is made to fail: a
+        // periodic probe on a slow machine would see that).
+        let health = (Self.json(try await Self.send("GET", keelURL + "/api/v1/ai/providers", headers: admin).body)["items"] as? [[String: Any]] ?? [])
+            .compactMap { $0["health"] as? [String: Any] }
+        #expect(health.count == 2 && health.allSatisfy { $0["healthy"] as? Bool == true }, "\(health)")
         // The primary fails: the next deployment answers, and the primary is left alone for a while.
         try await primary.force(500)
         let fallback = try #require(try await Self.openai(base, key: key, model: "chat-small", "chat") as? [String: Any])
@@ -107,10 +112,6 @@ import Testing
         let modelView = Self.json(try await Self.send("GET", keelURL + "/api/v1/ai/models/chat-small", headers: admin).body)
         let primaryStatus = (modelView["status"] as? [[String: Any]])?.first { $0["provider"] as? String == "primary" }
         #expect(primaryStatus?["cooling_down"] as? Bool == true && primaryStatus?["failures"] as? Int == 1, "\(modelView)")
-        // Probes: each provider answered its model list when it was added.
-        let health = (Self.json(try await Self.send("GET", keelURL + "/api/v1/ai/providers", headers: admin).body)["items"] as? [[String: Any]] ?? [])
-            .compactMap { $0["health"] as? [String: Any] }
-        #expect(health.count == 2 && health.allSatisfy { $0["healthy"] as? Bool == true }, "\(health)")
         #expect(try await backup.seen().last?["authorization"] as? String == nil)
 
         // Every failure comes back in OpenAI's error shape, without calling an upstream.

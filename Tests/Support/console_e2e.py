@@ -173,8 +173,9 @@ def main():
         driver.find_element(By.ID, "s-task").send_keys("keel.noop")
         # The preview follows the typing: wait for the one in the schedule's time zone (Berlin: +01:00 or +02:00).
         def berlin_preview(d):
-            items = d.find_elements(By.CSS_SELECTOR, "#schedule-preview ol.upcoming li")
-            return len(items) == 5 and all("02:30:00+01:00" in i.text or "02:30:00+02:00" in i.text for i in items)
+            # Read in one script call: the preview is replaced as answers arrive, so held elements go stale.
+            items = d.execute_script("return [...document.querySelectorAll('#schedule-preview ol.upcoming li')].map(li => li.textContent)")
+            return len(items) == 5 and all("02:30:00+01:00" in i or "02:30:00+02:00" in i for i in items)
         try:
             wait(driver, berlin_preview)
         except TimeoutException:
