@@ -45,6 +45,34 @@ import Testing
         }
     }
 
+    /// While the store runs, commits never checkpoint (SQLite's threshold is off on the writer) and a connection of the
+    /// store's own keeps the WAL from growing: 24 MB written in small transactions leave a WAL of a few MB.
+    @Test func aRunningStoreCheckpointsBesideTheWriter() async throws {
+        try await withTemporaryDirectory { directory in
+            let path = directory + "/keel.db"
+            let store = try await SQLiteStore.open(path: path, logger: quietLogger)
+            let running = Task { try await store.run() }
+            try await store.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, payload BLOB)")
+            var threshold: Int?
+            for _ in 0..<100 where threshold != 0 {
+                threshold = try await store.execute("PRAGMA wal_autocheckpoint").first?.int("wal_autocheckpoint")
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(threshold == 0)
+            for batch in 0..<24 {
+                for row in 0..<16 {
+                    try await store.execute("INSERT INTO t (id, payload) VALUES (\(batch * 16 + row), \(SQLValue.blob(Array(repeating: UInt8(row), count: 65_536))))")
+                }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            let wal = try FileManager.default.attributesOfItem(atPath: path + "-wal")[.size] as? Int ?? 0
+            #expect(wal < 8 << 20, "the WAL holds \(wal) bytes")
+            #expect(try await store.query("SELECT count(*) AS c FROM t").first?.int("c") == 384)
+            running.cancel()
+            _ = await running.result
+        }
+    }
+
     @Test func createsItsDirectory() async throws {
         try await withTemporaryDirectory { directory in
             let store = try await SQLiteStore.open(path: directory + "/nested/deeper/keel.db", logger: quietLogger)
