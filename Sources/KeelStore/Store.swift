@@ -27,10 +27,11 @@ public protocol Store: Service {
     func appliedMigrations() async throws(StoreError) -> [AppliedMigration]
     /// Checks that the store answers.
     func ping() async throws(StoreError)
-    /// Calls `notified` with each notification's payload on `channel` until the task is cancelled:
-    /// PostgreSQL's LISTEN, so other processes' changes wake this one. SQLite serves one process, which
-    /// wakes itself, so there it only waits.
-    func listen(channel: String, notified: @escaping @Sendable (_ payload: String) -> Void) async throws
+    /// Calls `notified` with each notification on `channels` (on one connection) until the task is cancelled:
+    /// PostgreSQL's LISTEN, so other processes' changes wake this one; `listening` once every channel is heard.
+    /// SQLite serves one process, which wakes itself, so there it only waits (and never calls `listening`).
+    func listen(channels: [String], listening: @escaping @Sendable () -> Void,
+                notified: @escaping @Sendable (_ channel: String, _ payload: String) -> Void) async throws
     /// Connection figures for `/metrics`.
     func poolStatistics() -> StorePoolStatistics
 }

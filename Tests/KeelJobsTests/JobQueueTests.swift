@@ -336,7 +336,7 @@ struct TestFailure: Error, CustomStringConvertible {
             let listed = try await eventually(timeout: .seconds(10)) { listeners.allSatisfy { $0.ownership.peers.count == 2 } }
             #expect(listed)
             let heard = Mutex<[String]>([])
-            let eavesdropper = Task { try await store.listen(channel: JobQueue.notificationChannel) { payload in heard.withLock { $0.append(payload) } } }
+            let eavesdropper = Task { try await store.listen(channels: [JobQueue.notificationChannel], listening: {}) { _, payload in heard.withLock { $0.append(payload) } } }
             defer { eavesdropper.cancel() }
 
             // One process is busy for the whole test; the jobs that follow are owned by each process in turn.

@@ -181,5 +181,76 @@ enum JobMigrations {
             $$
             """,
         ]),
+        // An idle worker process arms a reservation per queue slot; the insert of a job it can run takes one and hands
+        // the job over in the same statement: the row is written as running under a fresh lease for that worker, and
+        // the notification on the worker's own channel carries the job, so it starts without a claim round trip.
+        // Rows that stay waiting (no reservation free, a paused or rate-limited queue, a delay, large args) are left
+        // to the claim; only they wake the other processes.
+        Migration.portable(module: "jobs", version: 14, name: "hand new jobs to idle workers", statements: [], postgresOnly: [
+            """
+            CREATE TABLE keel_job_reservations (
+                worker_id TEXT NOT NULL,
+                slot TEXT NOT NULL,
+                tasks TEXT NOT NULL,
+                lease_seconds INTEGER NOT NULL,
+                armed_at TIMESTAMPTZ NOT NULL,
+                PRIMARY KEY (worker_id, slot)
+            )
+            """,
+            """
+            CREATE FUNCTION keel_jobs_hand_over() RETURNS trigger LANGUAGE plpgsql AS $$
+            DECLARE
+                taken keel_job_reservations%ROWTYPE;
+                started TIMESTAMPTZ;
+            BEGIN
+                IF NEW.state <> 'available' OR NEW.run_at > clock_timestamp()
+                    OR octet_length(NEW.args) + octet_length(NEW.tags) + coalesce(octet_length(NEW.unique_key), 0)
+                       + coalesce(octet_length(NEW.traceparent), 0) > 6000
+                    OR NOT EXISTS (SELECT 1 FROM keel_job_reservations)
+                    OR EXISTS (SELECT 1 FROM keel_queues WHERE name = NEW.queue AND (paused OR rate_limit IS NOT NULL)) THEN
+                    RETURN NEW;
+                END IF;
+                DELETE FROM keel_job_reservations WHERE (worker_id, slot) = (
+                    SELECT worker_id, slot FROM keel_job_reservations
+                    WHERE (slot = '*' OR slot = NEW.queue) AND position(',' || NEW.task || ',' IN tasks) > 0
+                    LIMIT 1 FOR UPDATE SKIP LOCKED)
+                RETURNING * INTO taken;
+                IF NOT FOUND THEN
+                    RETURN NEW;
+                END IF;
+                started := clock_timestamp();
+                NEW.state := 'running';
+                NEW.attempt := NEW.attempt + 1;
+                NEW.worker_id := taken.worker_id;
+                NEW.lease_token := 'lease_' || replace(gen_random_uuid()::text, '-', '');
+                NEW.started_at := started;
+                NEW.lease_expires_at := started + make_interval(secs => taken.lease_seconds);
+                PERFORM pg_notify('keel_push_' || taken.worker_id, json_build_object(
+                    'slot', taken.slot, 'lease_token', NEW.lease_token, 'traceparent', NEW.traceparent,
+                    'id', NEW.id, 'queue', NEW.queue, 'task', NEW.task, 'args', NEW.args, 'priority', NEW.priority,
+                    'state', NEW.state, 'run_at', extract(epoch FROM NEW.run_at), 'attempt', NEW.attempt,
+                    'max_attempts', NEW.max_attempts, 'backoff_seconds', NEW.backoff_seconds, 'timeout_seconds', NEW.timeout_seconds,
+                    'unique_key', NEW.unique_key, 'tags', NEW.tags, 'errors', NEW.errors, 'cancel_requested', NEW.cancel_requested,
+                    'created_at', extract(epoch FROM NEW.created_at), 'started_at', extract(epoch FROM started),
+                    'worker_id', NEW.worker_id, 'lease_expires_at', extract(epoch FROM NEW.lease_expires_at),
+                    'expires_at', extract(epoch FROM NEW.expires_at), 'workflow_id', NEW.workflow_id)::text);
+                RETURN NEW;
+            END
+            $$
+            """,
+            "CREATE TRIGGER keel_jobs_hand_over BEFORE INSERT ON keel_jobs FOR EACH ROW EXECUTE FUNCTION keel_jobs_hand_over()",
+            """
+            CREATE OR REPLACE FUNCTION keel_jobs_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF EXISTS (SELECT 1 FROM inserted WHERE state <> 'running') THEN
+                    PERFORM pg_notify('keel_jobs', txid_current()::text);
+                END IF;
+                RETURN NULL;
+            END
+            $$
+            """,
+            "DROP TRIGGER keel_jobs_inserted ON keel_jobs",
+            "CREATE TRIGGER keel_jobs_inserted AFTER INSERT ON keel_jobs REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION keel_jobs_notify()",
+        ]),
     ]
 }

@@ -5,8 +5,8 @@ import ServiceLifecycle
 import Synchronization
 
 /// Listens for PostgreSQL notifications of new jobs and wakes this process's idle workers, so a job
-/// enqueued anywhere starts at once instead of at the next poll. If the connection drops it listens
-/// again; polling keeps working meanwhile.
+/// enqueued anywhere starts at once instead of at the next poll, and for the jobs handed over to this
+/// worker (see `HandOver.swift`). If the connection drops it listens again; polling keeps working meanwhile.
 ///
 /// Every worker process hears every notification. If all of them claimed at once, the losers' empty
 /// claims would compete with the winner for CPU and for the row, delaying the start they race for. So the
@@ -15,6 +15,7 @@ import Synchronization
 /// gone or had not registered yet.
 final class JobNotifications: Service {
     let queue: JobQueue
+    let worker: JobWorker
     let workerID: String
     let queues: Set<String>
     let readiness: Readiness?
@@ -32,6 +33,7 @@ final class JobNotifications: Service {
     init(queue: JobQueue, worker: JobWorker, readiness: Readiness?, peerRefresh: Duration = .seconds(5)) {
         self.queue = queue
         self.peerRefresh = peerRefresh
+        self.worker = worker
         self.workerID = worker.id
         self.queues = Set(worker.concurrency.keys)
         self.readiness = readiness
@@ -53,11 +55,21 @@ final class JobNotifications: Service {
     private func listen() async {
         var delay = Duration.milliseconds(250)
         while !Task.isCancelled {
+            let handOvers = JobQueue.handOverChannel(workerID: workerID)
+            var failure: (any Error)?
             do {
-                try await queue.store.listen(channel: JobQueue.notificationChannel) { [self] payload in notified(payload) }
+                try await queue.store.listen(channels: [JobQueue.notificationChannel, handOvers]) { [worker] in
+                    worker.handOver(listening: true)
+                } notified: { [self] channel, payload in
+                    if channel == handOvers { worker.handedOver(payload) } else { notified(payload) }
+                }
             } catch {
-                guard !Task.isCancelled else { return }
-                logger.warning("job notifications interrupted; listening again", metadata: ["error": "\(error)", "retry_in": "\(delay)"])
+                failure = error
+            }
+            worker.handOver(listening: false)
+            guard !Task.isCancelled else { return }
+            if let failure {
+                logger.warning("job notifications interrupted; listening again", metadata: ["error": "\(failure)", "retry_in": "\(delay)"])
             }
             try? await Task.sleep(for: delay)
             delay = min(delay * 2, .seconds(10))

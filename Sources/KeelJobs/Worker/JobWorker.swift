@@ -22,6 +22,13 @@ public final class JobWorker: Service {
     let readiness: Readiness?
     private let running = Mutex<[String: RunningJob]>([:])
     private let startedJobs = Atomic<Int>(0)
+    /// Slots offered for hand-over (PostgreSQL): armed in the store, or taken by an insert whose job is on its way.
+    /// An offered slot is kept free for that job, so a worker never runs more than its concurrency.
+    private let offers = Mutex<[String: Offer]>([:])
+    private enum Offer { case armed, taken }
+    /// Set while this process hears its hand-over channel; jobs are only handed to a worker that can hear them.
+    private let handOverListening = Atomic<Bool>(false)
+    private let stopping = Atomic<Bool>(false)
     private let logger = Logger(label: "keel.jobs.worker")
 
     /// - Parameters:
@@ -53,6 +60,8 @@ public final class JobWorker: Service {
             group.addTask { await cancelWhenGracefulShutdown { await self.timeoutLoop() } }
             await group.waitForAll()
         }
+        stopping.store(true, ordering: .relaxed)
+        if queue.store.dialect == .postgres { try? await queue.disarmHandOvers(workerID: id) }
         await drain()
         try? await queue.deregisterWorker(id: id)
         logger.info("worker stopped", metadata: ["worker_id": .string(id)])
@@ -67,7 +76,9 @@ public final class JobWorker: Service {
         var failures = 0
         while !Task.isCancelled {
             let seen = queue.wake.current
-            let free = slots - runningCount(slot: name)
+            var free = slots - runningCount(slot: name) - (offers.withLock { $0[name] } == nil ? 0 : 1)
+            // The slot kept for a hand-over is the last one free: take it back for the jobs already waiting.
+            if free == 0, offers.withLock({ $0[name] == .armed }) { free += await withdrawOffer(slot: name) ? 1 : 0 }
             var claimed: [JobQueue.Claim] = []
             if free > 0 {
                 do {
@@ -82,7 +93,79 @@ public final class JobWorker: Service {
             }
             for claim in claimed { start(claim, slot: name) }
             // A full batch means more may be waiting; otherwise sleep until work or a free slot appears.
-            if claimed.isEmpty || claimed.count < free { await queue.wake.wait(after: seen, timeout: queue.idleWait(poll: idlePoll)) }
+            if claimed.isEmpty || claimed.count < free {
+                await offer(slot: name, slots: slots)
+                await queue.wake.wait(after: seen, timeout: queue.idleWait(poll: idlePoll))
+            }
+        }
+    }
+
+    /// Offers one free slot for hand-over when nothing is waiting for it. Not for single-slot queues: their one slot
+    /// could not be kept for a hand-over and still serve the jobs that become due without an insert.
+    private func offer(slot name: String, slots: Int) async {
+        guard handOverListening.load(ordering: .relaxed), !stopping.load(ordering: .relaxed), slots - runningCount(slot: name) >= 2,
+              offers.withLock({ offers in
+                  guard offers[name] == nil else { return false }
+                  // Marked before the write: the job an insert hands over may arrive before the write returns.
+                  offers[name] = .armed
+                  return true
+              }) else { return }
+        do {
+            try await queue.armHandOver(workerID: id, slot: name, tasks: queue.tasks.taskNames, leaseSeconds: leaseSeconds)
+        } catch {
+            offers.withLock { if $0[name] == .armed { $0[name] = nil } }
+            logger.warning("cannot offer a slot for hand-over", metadata: ["queue": .string(name), "error": "\(error)"])
+        }
+    }
+
+    /// Takes an armed offer back; `false` when an insert took it first (its job will arrive and use the slot).
+    private func withdrawOffer(slot name: String) async -> Bool {
+        guard (try? await queue.disarmHandOver(workerID: id, slot: name)) == true else {
+            offers.withLock { if $0[name] == .armed { $0[name] = .taken } }
+            return false
+        }
+        offers.withLock { if $0[name] == .armed { $0[name] = nil } }
+        return true
+    }
+
+    /// Whether this process hears its hand-over channel (from ``JobNotifications``). Offers made while it did
+    /// are withdrawn when it stops; jobs already handed over are adopted by the lease loop.
+    func handOver(listening: Bool) {
+        handOverListening.store(listening, ordering: .relaxed)
+        if listening {
+            queue.wake.signal()
+        } else {
+            offers.withLock { offers in offers = offers.filter { $0.value == .taken } }
+            Task { try? await queue.disarmHandOvers(workerID: id) }
+        }
+    }
+
+    /// Runs a job an insert handed to this worker, with the slot it was offered for, and offers the slot again.
+    func handedOver(_ payload: String) {
+        guard let (slot, claim) = JobQueue.handedOver(payload) else {
+            logger.warning("unreadable hand-over notification", metadata: ["worker_id": .string(id)])
+            return
+        }
+        offers.withLock { $0[slot] = nil }
+        // Adopted already, the notification being very late.
+        guard running.withLock({ $0[claim.job.id] == nil }) else { return }
+        guard let slots = concurrency[slot], !stopping.load(ordering: .relaxed) else {
+            Task { try? await queue.release(claim) }
+            return
+        }
+        queue.metrics.counter("keel_jobs_handed_over_total", [("queue", claim.job.queue)]).increment()
+        start(claim, slot: slot)
+        Task { await offer(slot: slot, slots: slots) }
+    }
+
+    /// Starts the jobs handed to this worker whose notifications never arrived.
+    private func adoptHandOvers() async throws {
+        let orphans = try await queue.unclaimedHandOvers(workerID: id, running: Set(running.withLock { $0.keys }), grace: 5)
+        for claim in orphans where running.withLock({ $0[claim.job.id] == nil }) {
+            let slot = concurrency[claim.job.queue] != nil ? claim.job.queue : JobQueue.anyQueue
+            offers.withLock { if $0[slot] == .taken { $0[slot] = nil } }
+            logger.warning("adopting a job handed over without a notification", metadata: ["job_id": .string(claim.job.id)])
+            if concurrency[slot] == nil || stopping.load(ordering: .relaxed) { try await queue.release(claim) } else { start(claim, slot: slot) }
         }
     }
 
@@ -182,6 +265,10 @@ public final class JobWorker: Service {
                 for id in cancelled { current[id]?.stop(.cancelled) }
                 try await queue.rescueExpiredLeases()
                 try await queue.expireStaleJobs()
+                if queue.store.dialect == .postgres {
+                    try await queue.dropStaleHandOvers()
+                    try await adoptHandOvers()
+                }
             } catch {
                 logger.warning("cannot renew job leases", metadata: ["error": "\(error)"])
             }

@@ -78,10 +78,22 @@ public final class PostgresStore: Store {
         }
     }
 
-    public func listen(channel: String, notified: @escaping @Sendable (_ payload: String) -> Void) async throws {
+    public func listen(channels: [String], listening: @escaping @Sendable () -> Void,
+                       notified: @escaping @Sendable (_ channel: String, _ payload: String) -> Void) async throws {
         try await client.withConnection { connection in
-            try await connection.listen(on: channel) { notifications in
-                for try await notification in notifications { notified(notification.payload) }
+            let heard = ListenCount()
+            // The first channel to stop (the connection failed, or the task was cancelled) ends them all.
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for channel in channels {
+                    group.addTask {
+                        try await connection.listen(on: channel) { notifications in
+                            if heard.value.add(1, ordering: .relaxed).newValue == channels.count { listening() }
+                            for try await notification in notifications { notified(channel, notification.payload) }
+                        }
+                    }
+                }
+                try await group.next()
+                group.cancelAll()
             }
         }
     }
@@ -261,4 +273,9 @@ private struct PostgresTransaction: StoreTransaction {
     func execute(_ query: SQLQuery) async throws(StoreError) -> [SQLRow] {
         try await self.query(query)
     }
+}
+
+/// How many of a connection's channels are heard.
+private final class ListenCount: Sendable {
+    let value = Atomic<Int>(0)
 }

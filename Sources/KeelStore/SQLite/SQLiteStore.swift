@@ -152,7 +152,8 @@ public final class SQLiteStore: Store {
         return try MigrationPlanner.decode(try await query(MigrationPlanner.selectApplied))
     }
 
-    public func listen(channel: String, notified: @escaping @Sendable (_ payload: String) -> Void) async throws {
+    public func listen(channels: [String], listening: @escaping @Sendable () -> Void,
+                       notified: @escaping @Sendable (_ channel: String, _ payload: String) -> Void) async throws {
         while !Task.isCancelled { try await Task.sleep(for: .seconds(3600)) }
     }
 
