@@ -110,10 +110,18 @@ public struct JobRecord: Codable, Sendable, Equatable {
                 throw StoreError.decoding(column: column, reason: "not the expected JSON")
             }
         }
+        // Every claimed or handed-over job is read here on its way to the handler: JSON values go through the direct
+        // parser, and the empty lists most jobs carry skip decoding.
+        func value(_ text: String, column: String) throws -> JSONValue {
+            do { return try JSONValue.parse(text.utf8) } catch { throw StoreError.decoding(column: column, reason: "not valid JSON") }
+        }
+        func list<T: Decodable>(_ type: [T].Type, _ text: String, column: String) throws -> [T] {
+            text == "[]" ? [] : try json(type, text, column: column)
+        }
         id = try row.string("id")
         queue = try row.string("queue")
         task = try row.string("task")
-        args = try json(JSONValue.self, try row.string("args"), column: "args")
+        args = try value(try row.string("args"), column: "args")
         priority = try row.int("priority")
         guard let state = JobState(rawValue: try row.string("state")) else { throw StoreError.decoding(column: "state", reason: "unknown state") }
         self.state = state
@@ -123,9 +131,9 @@ public struct JobRecord: Codable, Sendable, Equatable {
         backoffSeconds = try row.optionalInt("backoff_seconds")
         timeoutSeconds = try row.int("timeout_seconds")
         uniqueKey = try row.optionalString("unique_key")
-        tags = try json([String].self, try row.string("tags"), column: "tags")
-        result = try row.optionalString("result").map { try json(JSONValue.self, $0, column: "result") }
-        errors = try json([JobAttemptError].self, try row.string("errors"), column: "errors")
+        tags = try list([String].self, try row.string("tags"), column: "tags")
+        result = try row.optionalString("result").map { try value($0, column: "result") }
+        errors = try list([JobAttemptError].self, try row.string("errors"), column: "errors")
         progress = try row.optionalInt("progress_percent").map { JobProgress(percent: $0, message: try row.optionalString("progress_message")) }
         cancelRequested = try row.bool("cancel_requested")
         createdAt = try row.date("created_at")
