@@ -246,19 +246,11 @@ public final class JobWorker: Service {
     private func leaseLoop() async {
         let interval = Duration.milliseconds(max(200, leaseSeconds * 1000 / 3))
         var startedAtLastTick = 0
-        var startedAtLastRelease = -1
         while !Task.isCancelled {
             try? await Task.sleep(for: interval)
             let current = running.withLock { $0 }
             let started = startedJobs.load(ordering: .relaxed)
-            // Quiet for a whole interval after start-up or after work: give back what it used. Not between the jobs
-            // of a steady trickle, whose next job would pay for the dropped pages in its start latency.
-            if current.isEmpty, started == startedAtLastTick, started != startedAtLastRelease {
-                releaseFreeHeap()
-                releaseCleanFilePages()
-                startedAtLastRelease = started
-            }
-            startedAtLastTick = started
+            defer { startedAtLastTick = started }
             do {
                 try await queue.registerWorker(id: id, queues: concurrency, running: current.count, startedAt: Date())
                 let cancelled = try await queue.heartbeat(current.values.map(\.claim), leaseSeconds: leaseSeconds)
@@ -271,6 +263,13 @@ public final class JobWorker: Service {
                 }
             } catch {
                 logger.warning("cannot renew job leases", metadata: ["error": "\(error)"])
+            }
+            // Each interval it was quiet for, once this round of bookkeeping is done: give back what the work and the
+            // bookkeeping used. Not between the jobs of a steady trickle, whose next job would pay for the dropped pages
+            // in its start latency.
+            if running.withLock({ $0.isEmpty }), started == startedAtLastTick, startedJobs.load(ordering: .relaxed) == started {
+                releaseFreeHeap()
+                releaseCleanFilePages()
             }
         }
     }
