@@ -139,6 +139,12 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
+        // The jobs benchmark's Keel: `keel serve` plus a task that reports when its handler started.
+        .executableTarget(name: "keel-bench-jobs", dependencies: [
+            "KeelCore", "KeelStore", "KeelServer", "KeelTelemetry", "KeelJobs", "KeelPlatform",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ], path: "Benchmarks/jobs/stamp-server"),
         // Helpers the test targets share: scratch stores on SQLite and PostgreSQL, the keel binary as a
         // child process, and the Python peers (OTLP receiver, TCP proxy) in Tests/Support.
         .target(name: "KeelTestSupport", dependencies: [

@@ -1,14 +1,18 @@
 """Jobs benchmark: Keel against Celery 5 on Redis, same machine, same run, no-op jobs, durable settings.
 
 Keel on PostgreSQL (a fresh cluster with fsync and synchronous_commit on): one api process and two worker processes.
-Keel on SQLite: one `keel up` process. Celery: one worker, prefork concurrency 2, acks_late, Redis broker.
-For each it measures, as medians over the rounds:
+Keel on SQLite: one process with every role. Celery: one worker, prefork concurrency 2, acks_late, Redis broker.
+Keel runs as `keel-bench-jobs` (Benchmarks/jobs/stamp-server): `keel serve` plus a task that returns the moment its
+handler started. For each it measures, as medians over the rounds:
   drain      N jobs enqueued while nothing runs them, then started: jobs/s from the first start to the last finish
   enqueue    one HTTP call per job, no worker running: wrk with 32 connections, and one sequential client
              (Celery: one client calling delay(), no worker running)
-  latency    enqueue-to-handler-start p50/p99 for jobs sent one at a time to idle workers
-  RSS        worker process resident memory after the drain (Celery: the worker and its pool processes)
-Prints a Markdown report. Usage: python3 bench.py KEEL_BINARY [--jobs N] [--rounds N]
+  latency    client send to handler start (each handler's own clock), p50/p99, for jobs sent one at a time to idle
+             workers; all three systems run side by side and take turns job by job, so a change in the machine's speed
+             during the run reaches them alike
+  RSS        worker process resident memory after the drain (Celery: the worker and its pool processes), and after
+             the latency run once idle
+Prints a Markdown report. Usage: python3 bench.py KEEL_BENCH_BINARY [--jobs N] [--rounds N]
 """
 import argparse
 import http.client
@@ -32,6 +36,14 @@ from bench import free_port, rss_mb, wait_ok  # noqa: E402  (shared with the HTT
 ADMIN = {"KEEL_ADMIN_EMAIL": "bench@example.com", "KEEL_ADMIN_PASSWORD": "bench-admin-passphrase-1",
          "KEEL_ACCESS_LOG": "false", "KEEL_LOG_LEVEL": "warning", "KEEL_SECRET_KEY": "bench-secret-key-0123456789abcdef0123"}
 WORKER_CONCURRENCY = 256
+
+
+def launch_keel(binary, roles, port, env, data_dir=None):
+    """The benchmark's Keel, configured by variables as `keel serve --roles ROLES --port PORT` would be."""
+    settings = {**env, "KEEL_ROLES": roles, "KEEL_PORT": str(port)}
+    if data_dir:
+        settings["KEEL_DATA_DIR"] = data_dir
+    return launch([binary], settings)
 
 
 def launch(command, env=None, cwd=None):
@@ -145,22 +157,27 @@ def keel_enqueue_sequential(api, queue, count):
     return count / (time.monotonic() - began)
 
 
-def keel_latency(api, queue, count, started_at):
-    """Sends jobs one at a time to idle workers; latency = the job's start (store clock) minus the client's send time."""
-    connection = http.client.HTTPConnection("127.0.0.1", api.port)
-    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {api.token}"}
-    body = json.dumps({"task": "keel.noop", "queue": queue})
-    sent = {}
-    for _ in range(count):
+class StampSender:
+    """Sends `bench.stamp` jobs to one Keel over a kept-alive connection; each job's result is its handler's start."""
+    def __init__(self, api):
+        self.api = api
+        self.connection = http.client.HTTPConnection("127.0.0.1", api.port)
+        self.headers = {"Content-Type": "application/json", "Authorization": f"Bearer {api.token}"}
+        self.sent = {}
+
+    def send(self, queue="latency"):
         t0 = time.time()
-        connection.request("POST", "/api/v1/jobs", body, headers)
-        response = connection.getresponse()
-        sent[json.loads(response.read())["id"]] = t0
-        time.sleep(0.005)
-    while api.counts(queue)["succeeded"] < count:
-        time.sleep(0.1)
-    starts = started_at(queue)
-    return sorted(starts[job] - t0 for job, t0 in sent.items())
+        self.connection.request("POST", "/api/v1/jobs", json.dumps({"task": "bench.stamp", "queue": queue}), self.headers)
+        response = self.connection.getresponse()
+        self.sent[json.loads(response.read())["id"]] = t0
+
+    def latencies(self, queue="latency"):
+        deadline = time.monotonic() + 120
+        while self.api.counts(queue)["succeeded"] < len(self.sent):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"latency jobs did not finish: {self.api.counts(queue)}")
+            time.sleep(0.1)
+        return sorted(self.api.call("GET", f"/api/v1/jobs/{job}")["result"] - t0 for job, t0 in self.sent.items())
 
 
 def percentile(values, fraction):
@@ -176,9 +193,9 @@ def run_keel_postgres(keel, scratch, args, results):
             env = {**ADMIN, "KEEL_DATABASE_URL": pg.url(database), "KEEL_DATABASE_TLS": "disable",
                    "KEEL_WORKER_QUEUES": f"*={WORKER_CONCURRENCY}", "KEEL_DATABASE_MAX_CONNECTIONS": "20"}
             port = free_port()
-            api_process = launch([keel, "serve", "--roles", "api", "--port", str(port)], env)
+            api_process = launch_keel(keel, "api", port, env)
             wait_ok(f"http://127.0.0.1:{port}/readyz")
-            workers = [launch([keel, "serve", "--roles", "worker", "--port", "0"], env) for _ in range(2)]
+            workers = [launch_keel(keel, "worker", 0, env) for _ in range(2)]
             try:
                 time.sleep(1)
                 api = KeelAPI(port)
@@ -188,15 +205,9 @@ def run_keel_postgres(keel, scratch, args, results):
                                             f"FROM keel_jobs WHERE queue = '{queue}'")
                     return tuple(float(v) for v in row.split("|"))
 
-                def started_at(queue):
-                    rows = pg.psql(database, f"SELECT id, EXTRACT(EPOCH FROM started_at) FROM keel_jobs WHERE queue = '{queue}'")
-                    return {line.split("|")[0]: float(line.split("|")[1]) for line in rows.splitlines()}
-
                 keel_drain(api, "warmup", 2000, window)
                 results.setdefault("pg drain", []).append(keel_drain(api, "drain", args.jobs, window))
                 results.setdefault("pg rss", []).append(max(rss_mb(w.pid) for w in workers))
-                results.setdefault("pg latency", []).append(keel_latency(api, "latency", 500, started_at))
-                record_idle_memory(results, "pg", [w.pid for w in workers])
                 # Enqueue alone, as Celery's is measured: no worker running.
                 for worker in workers:
                     stop(worker)
@@ -213,8 +224,7 @@ def run_keel_sqlite(keel, scratch, args, results):
     for round_number in range(args.rounds):
         data_dir = os.path.join(scratch, f"sqlite{round_number}")
         port = free_port()
-        process = launch([keel, "up", "--port", str(port), "--data-dir", data_dir],
-                         {**ADMIN, "KEEL_WORKER_QUEUES": f"*={WORKER_CONCURRENCY}"})
+        process = launch_keel(keel, "all", port, {**ADMIN, "KEEL_WORKER_QUEUES": f"*={WORKER_CONCURRENCY}"}, data_dir)
         try:
             wait_ok(f"http://127.0.0.1:{port}/readyz")
             api = KeelAPI(port)
@@ -228,19 +238,14 @@ def run_keel_sqlite(keel, scratch, args, results):
                 first, last = query(f"SELECT MIN(started_at), MAX(finished_at) FROM keel_jobs WHERE queue = '{queue}'")[0]
                 return first / 1e6, last / 1e6
 
-            def started_at(queue):
-                return {job: at / 1e6 for job, at in query(f"SELECT id, started_at FROM keel_jobs WHERE queue = '{queue}'")}
-
             keel_drain(api, "warmup", 2000, window)
             results.setdefault("sqlite drain", []).append(keel_drain(api, "drain", args.jobs, window))
             results.setdefault("sqlite rss", []).append(rss_mb(process.pid))
-            results.setdefault("sqlite latency", []).append(keel_latency(api, "latency", 500, started_at))
-            record_idle_memory(results, "sqlite", [process.pid])
         finally:
             stop(process)
         # Enqueue alone, as Celery's is measured: the same store served by the api role only.
         port = free_port()
-        process = launch([keel, "serve", "--roles", "api", "--port", str(port), "--data-dir", data_dir], ADMIN)
+        process = launch_keel(keel, "api", port, ADMIN, data_dir)
         try:
             wait_ok(f"http://127.0.0.1:{port}/readyz")
             api = KeelAPI(port)
@@ -270,9 +275,8 @@ IDLE_SECONDS = 25  # a worker gives memory back after one quiet lease interval (
 
 
 def record_idle_memory(results, system, pids):
-    """RSS and private memory once the workers have been idle for a while (a Keel worker returns a burst's free heap
-    at its next lease renewal); `pids` are one worker's processes, or each Keel worker process (the largest counts)."""
-    time.sleep(IDLE_SECONDS)
+    """RSS and private memory of workers idle for a while (a Keel worker returns a burst's free heap at its next lease
+    renewal); `pids` are one worker's processes, or each Keel worker process (the largest counts)."""
     if system == "celery":
         results.setdefault("celery rss idle", []).append(process_tree_rss(pids[0]))
         results.setdefault("celery private idle", []).append(sum(private_mb(p) for p in process_tree(pids[0])))
@@ -281,19 +285,83 @@ def record_idle_memory(results, system, pids):
         results.setdefault(f"{system} private idle", []).append(max(private_mb(p) for p in pids))
 
 
-def run_celery(scratch, args, results):
+def start_celery_worker(env):
+    return launch([sys.executable, "-m", "celery", "-A", "celery_app", "worker", "--concurrency", "2", "--pool", "prefork",
+                   "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "warning"], env, cwd=HERE)
+
+
+def start_redis(scratch):
+    """A Redis without persistence, and the Celery app of this directory pointed at it."""
     port = free_port()
-    redis_server = launch(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", scratch])
-    url = f"redis://127.0.0.1:{port}/0"
-    env = {"BENCH_REDIS_URL": url, "PYTHONPATH": HERE}
+    server = launch(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", scratch])
+    env = {"BENCH_REDIS_URL": f"redis://127.0.0.1:{port}/0", "PYTHONPATH": HERE}
     os.environ.update(env)
     time.sleep(0.5)
     sys.path.insert(0, HERE)
     import celery_app  # noqa: E402
+    return server, env, celery_app
+
+
+def run_latency(keel, scratch, args, results, redis):
+    """Keel on PostgreSQL, Keel on SQLite and Celery, all idle and running side by side; one job to each in turn, 5 ms
+    apart, 500 each per round. Then, once idle, each one's worker memory."""
+    pg = Postgres(scratch)
+    _, celery_env, celery_app = redis
+    try:
+        for round_number in range(args.rounds):
+            database = f"latency{round_number}"
+            pg.create(database)
+            env = {**ADMIN, "KEEL_DATABASE_URL": pg.url(database), "KEEL_DATABASE_TLS": "disable",
+                   "KEEL_WORKER_QUEUES": f"*={WORKER_CONCURRENCY}", "KEEL_DATABASE_MAX_CONNECTIONS": "20"}
+            pg_port, sqlite_port = free_port(), free_port()
+            processes = {"pg api": launch_keel(keel, "api", pg_port, env)}
+            processes["pg workers"] = [launch_keel(keel, "worker", 0, env) for _ in range(2)]
+            processes["sqlite"] = launch_keel(keel, "all", sqlite_port, {**ADMIN, "KEEL_WORKER_QUEUES": f"*={WORKER_CONCURRENCY}"},
+                                              os.path.join(scratch, f"latency-sqlite{round_number}"))
+            celery_app.stats.flushdb()
+            processes["celery"] = start_celery_worker(celery_env)
+            try:
+                wait_ok(f"http://127.0.0.1:{pg_port}/readyz")
+                wait_ok(f"http://127.0.0.1:{sqlite_port}/readyz")
+                time.sleep(2)
+                senders = {"pg": StampSender(KeelAPI(pg_port)), "sqlite": StampSender(KeelAPI(sqlite_port))}
+                for sender in senders.values():  # warm-up, not counted
+                    for _ in range(50):
+                        sender.send("warmup")
+                        time.sleep(0.005)
+                    sender.sent.clear()
+                for _ in range(50):
+                    celery_app.noop.delay()
+                time.sleep(1)
+                celery_app.stats.delete("latency")
+                for _ in range(500):
+                    for sender in senders.values():
+                        sender.send()
+                        time.sleep(0.005)
+                    celery_app.noop.delay(time.time())
+                    time.sleep(0.005)
+                for system, sender in senders.items():
+                    results.setdefault(f"{system} latency", []).append(sender.latencies())
+                deadline = time.monotonic() + 60
+                while celery_app.stats.llen("latency") < 500 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                results.setdefault("celery latency", []).append(sorted(float(v) for v in celery_app.stats.lrange("latency", 0, -1)))
+                time.sleep(IDLE_SECONDS)
+                record_idle_memory(results, "pg", [w.pid for w in processes["pg workers"]])
+                record_idle_memory(results, "sqlite", [processes["sqlite"].pid])
+                record_idle_memory(results, "celery", [processes["celery"].pid])
+            finally:
+                for process in [processes["pg api"], processes["sqlite"], processes["celery"]] + processes["pg workers"]:
+                    stop(process)
+    finally:
+        pg.stop()
+
+
+def run_celery(args, results, redis):
+    _, env, celery_app = redis
 
     def start_worker():
-        return launch([sys.executable, "-m", "celery", "-A", "celery_app", "worker", "--concurrency", "2", "--pool", "prefork",
-                       "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "warning"], env, cwd=HERE)
+        return start_celery_worker(env)
 
     def wait_done(count, timeout=600):
         deadline = time.monotonic() + timeout
@@ -302,34 +370,24 @@ def run_celery(scratch, args, results):
                 raise RuntimeError("celery did not finish")
             time.sleep(0.01)
 
-    try:
-        for _ in range(args.rounds):
-            celery_app.stats.flushdb()
-            celery_app.app.connection_for_write().default_channel.client.flushdb()
-            # Enqueue from one client with no worker running; then drain what is queued.
-            began = time.monotonic()
-            for _ in range(args.jobs):
-                celery_app.noop.delay()
-            results.setdefault("celery enqueue seq", []).append(args.jobs / (time.monotonic() - began))
-            worker = start_worker()
-            try:
-                while int(celery_app.stats.get("done") or 0) == 0:
-                    time.sleep(0.005)
-                first = time.monotonic()
-                wait_done(args.jobs)
-                results.setdefault("celery drain", []).append((args.jobs - 1) / (time.monotonic() - first))
-                results.setdefault("celery rss", []).append(process_tree_rss(worker.pid))
-                celery_app.stats.set("done", 0)
-                for _ in range(500):
-                    celery_app.noop.delay(time.time())
-                    time.sleep(0.005)
-                wait_done(500)
-                results.setdefault("celery latency", []).append(sorted(float(v) for v in celery_app.stats.lrange("latency", 0, -1)))
-                record_idle_memory(results, "celery", [worker.pid])
-            finally:
-                stop(worker)
-    finally:
-        stop(redis_server)
+    for _ in range(args.rounds):
+        celery_app.stats.flushdb()
+        celery_app.app.connection_for_write().default_channel.client.flushdb()
+        # Enqueue from one client with no worker running; then drain what is queued.
+        began = time.monotonic()
+        for _ in range(args.jobs):
+            celery_app.noop.delay()
+        results.setdefault("celery enqueue seq", []).append(args.jobs / (time.monotonic() - began))
+        worker = start_worker()
+        try:
+            while int(celery_app.stats.get("done") or 0) == 0:
+                time.sleep(0.005)
+            first = time.monotonic()
+            wait_done(args.jobs)
+            results.setdefault("celery drain", []).append((args.jobs - 1) / (time.monotonic() - first))
+            results.setdefault("celery rss", []).append(process_tree_rss(worker.pid))
+        finally:
+            stop(worker)
 
 
 def main():
@@ -338,21 +396,26 @@ def main():
     parser.add_argument("--jobs", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--only", choices=["postgres", "sqlite", "celery"], action="append")
+    parser.add_argument("--only", choices=["postgres", "sqlite", "celery", "latency"], action="append")
     args = parser.parse_args()
     keel = os.path.abspath(args.keel)
     scratch = tempfile.mkdtemp(prefix="keel-jobs-bench-")
     os.chmod(scratch, 0o777)
     results = {}
+    only = args.only or ["postgres", "sqlite", "celery", "latency"]
+    redis = start_redis(scratch) if {"celery", "latency"} & set(only) else None
     try:
-        only = args.only or ["postgres", "sqlite", "celery"]
         if "postgres" in only:
             run_keel_postgres(keel, scratch, args, results)
         if "sqlite" in only:
             run_keel_sqlite(keel, scratch, args, results)
         if "celery" in only:
-            run_celery(scratch, args, results)
+            run_celery(args, results, redis)
+        if "latency" in only:
+            run_latency(keel, scratch, args, results, redis)
     finally:
+        if redis:
+            stop(redis[0])
         shutil.rmtree(scratch, ignore_errors=True)
     report(args, results)
 

@@ -33,8 +33,9 @@ public enum Platform {
                  ConsoleModule(identity: identity, jobs: jobs, gateway: gateway, ai: ai)], identity)
     }
 
-    public static func server(config: KeelConfig, store: any Store, telemetry: Telemetry) -> KeelServer {
-        let (modules, identity) = modules(config: config, store: store)
+    /// - Parameter tasks: the job handlers, if not only ``tasks(_:)``'s built-in ones.
+    public static func server(config: KeelConfig, store: any Store, telemetry: Telemetry, tasks: JobRegistry? = nil) -> KeelServer {
+        let (modules, identity) = modules(config: config, store: store, tasks: tasks)
         return KeelServer(config: config, store: store, telemetry: telemetry, modules: modules, authenticator: identity)
     }
 }
