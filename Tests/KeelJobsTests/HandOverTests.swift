@@ -42,7 +42,7 @@ import Testing
     }
 
     static func offers(_ store: any Store, worker: String) async throws -> Int {
-        try await store.query("SELECT COUNT(*) AS n FROM keel_job_reservations WHERE worker_id = \(worker)").first?.int("n") ?? 0
+        try await store.query("SELECT COUNT(*) AS n FROM keel_job_reservations WHERE worker_id = \(worker) AND armed").first?.int("n") ?? 0
     }
 
     @Test func anIdleWorkerIsHandedANewJobWithoutAClaimOrAWakeUp() async throws {
@@ -82,7 +82,7 @@ import Testing
             try await Self.withWorker(store, concurrency: [JobQueue.anyQueue: 4]) { enqueuer, worker in
                 #expect(try await eventually(timeout: .seconds(10)) { try await Self.offers(store, worker: worker.id) == 1 })
                 // A hand-over takes the offer (and the worker makes a new one): the same offer left means none happened.
-                func offer() async throws -> [[SQLValue]] { try await store.query("SELECT armed_at FROM keel_job_reservations").map(\.values) }
+                func offer() async throws -> [[SQLValue]] { try await store.query("SELECT armed, armed_at FROM keel_job_reservations").map(\.values) }
                 let before = try await offer()
                 _ = try await enqueuer.updateQueue(named: "default", QueueChange(paused: true))
                 _ = try await enqueuer.enqueue([NewJob(task: "echo")])
@@ -154,7 +154,7 @@ import Testing
                 try await queue.armHandOver(workerID: worker, slot: "*", tasks: ["echo"], leaseSeconds: 30)
             }
             try await queue.dropStaleHandOvers()
-            let left = try await store.query("SELECT worker_id FROM keel_job_reservations").map { try $0.string("worker_id") }
+            let left = try await store.query("SELECT worker_id FROM keel_job_reservations WHERE armed").map { try $0.string("worker_id") }
             #expect(left == ["wrk_alive"])
             // The one offer left takes the next job; the job after it finds none and waits for a claim.
             let first = try await queue.enqueue([NewJob(task: "echo")])[0].job

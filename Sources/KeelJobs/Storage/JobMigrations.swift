@@ -185,7 +185,9 @@ enum JobMigrations {
         // the job over in the same statement: the row is written as running under a fresh lease for that worker, and
         // the notification on the worker's own channel carries the job, so it starts without a claim round trip.
         // Rows that stay waiting (no reservation free, a paused or rate-limited queue, a delay, large args) are left
-        // to the claim; only they wake the other processes.
+        // to the claim; only they wake the other processes. A reservation is one row per worker slot whose `armed`
+        // flag flips: updates in place stay on their page, where deleting and inserting a row per job left dead rows
+        // that every insert's look at the table had to step over until vacuum came.
         Migration.portable(module: "jobs", version: 14, name: "hand new jobs to idle workers", statements: [], postgresOnly: [
             """
             CREATE TABLE keel_job_reservations (
@@ -193,6 +195,7 @@ enum JobMigrations {
                 slot TEXT NOT NULL,
                 tasks TEXT NOT NULL,
                 lease_seconds INTEGER NOT NULL,
+                armed BOOLEAN NOT NULL,
                 armed_at TIMESTAMPTZ NOT NULL,
                 PRIMARY KEY (worker_id, slot)
             )
@@ -206,13 +209,13 @@ enum JobMigrations {
                 IF NEW.state <> 'available' OR NEW.run_at > clock_timestamp()
                     OR octet_length(NEW.args) + octet_length(NEW.tags) + coalesce(octet_length(NEW.unique_key), 0)
                        + coalesce(octet_length(NEW.traceparent), 0) > 6000
-                    OR NOT EXISTS (SELECT 1 FROM keel_job_reservations)
+                    OR NOT EXISTS (SELECT 1 FROM keel_job_reservations WHERE armed)
                     OR EXISTS (SELECT 1 FROM keel_queues WHERE name = NEW.queue AND (paused OR rate_limit IS NOT NULL)) THEN
                     RETURN NEW;
                 END IF;
-                DELETE FROM keel_job_reservations WHERE (worker_id, slot) = (
+                UPDATE keel_job_reservations SET armed = FALSE WHERE (worker_id, slot) = (
                     SELECT worker_id, slot FROM keel_job_reservations
-                    WHERE (slot = '*' OR slot = NEW.queue) AND position(',' || NEW.task || ',' IN tasks) > 0
+                    WHERE armed AND (slot = '*' OR slot = NEW.queue) AND position(',' || NEW.task || ',' IN tasks) > 0
                     LIMIT 1 FOR UPDATE SKIP LOCKED)
                 RETURNING * INTO taken;
                 IF NOT FOUND THEN

@@ -14,23 +14,31 @@ extension JobQueue {
     /// Offers one slot of `workerID` (a queue name, or ``anyQueue``) to the next insert of a job of `tasks`.
     func armHandOver(workerID: String, slot: String, tasks: [String], leaseSeconds: Int) async throws {
         try await store.execute("""
-            INSERT INTO keel_job_reservations (worker_id, slot, tasks, lease_seconds, armed_at)
-            VALUES (\(workerID), \(slot), \(",\(tasks.joined(separator: ",")),"), \(leaseSeconds), \(clock.now()))
-            ON CONFLICT (worker_id, slot) DO NOTHING
+            INSERT INTO keel_job_reservations (worker_id, slot, tasks, lease_seconds, armed, armed_at)
+            VALUES (\(workerID), \(slot), \(",\(tasks.joined(separator: ",")),"), \(leaseSeconds), TRUE, \(clock.now()))
+            ON CONFLICT (worker_id, slot) DO UPDATE
+            SET tasks = excluded.tasks, lease_seconds = excluded.lease_seconds, armed = TRUE, armed_at = excluded.armed_at
             """)
     }
 
     /// Withdraws the offer of one slot; `false` when an insert took it first (its job is on the way).
     func disarmHandOver(workerID: String, slot: String) async throws -> Bool {
-        try await !store.execute("DELETE FROM keel_job_reservations WHERE worker_id = \(workerID) AND slot = \(slot) RETURNING slot").isEmpty
+        try await !store.execute("""
+            UPDATE keel_job_reservations SET armed = FALSE WHERE worker_id = \(workerID) AND slot = \(slot) AND armed RETURNING slot
+            """).isEmpty
     }
 
-    /// Withdraws every offer of `workerID` (it stops, or no longer hears its channel).
+    /// Withdraws every offer of `workerID` while it cannot hear its channel.
     func disarmHandOvers(workerID: String) async throws {
+        try await store.execute("UPDATE keel_job_reservations SET armed = FALSE WHERE worker_id = \(workerID) AND armed")
+    }
+
+    /// Removes the reservations of `workerID`, which stops.
+    func removeHandOvers(workerID: String) async throws {
         try await store.execute("DELETE FROM keel_job_reservations WHERE worker_id = \(workerID)")
     }
 
-    /// Withdraws the offers of workers that stopped heartbeating, so no new job is handed to a dead process.
+    /// Removes the reservations of workers that stopped heartbeating, so no new job is handed to a dead process.
     func dropStaleHandOvers() async throws {
         try await store.execute("""
             DELETE FROM keel_job_reservations WHERE worker_id NOT IN (

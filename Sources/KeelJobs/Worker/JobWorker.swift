@@ -61,7 +61,7 @@ public final class JobWorker: Service {
             await group.waitForAll()
         }
         stopping.store(true, ordering: .relaxed)
-        if queue.store.dialect == .postgres { try? await queue.disarmHandOvers(workerID: id) }
+        if queue.store.dialect == .postgres { try? await queue.removeHandOvers(workerID: id) }
         await drain()
         try? await queue.deregisterWorker(id: id)
         logger.info("worker stopped", metadata: ["worker_id": .string(id)])
