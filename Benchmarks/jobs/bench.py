@@ -70,9 +70,9 @@ def as_postgres(command):
 class Postgres:
     """A throwaway PostgreSQL cluster with durable settings (the defaults: fsync, synchronous_commit, full_page_writes)."""
 
-    def __init__(self, scratch):
+    def __init__(self, scratch, name="pg"):
         self.bin = sorted(f"/usr/lib/postgresql/{v}/bin" for v in os.listdir("/usr/lib/postgresql"))[-1]
-        self.dir = os.path.join(scratch, "pg")
+        self.dir = os.path.join(scratch, name)
         os.makedirs(self.dir)
         if os.geteuid() == 0:
             shutil.chown(self.dir, "postgres")
@@ -305,7 +305,7 @@ def start_redis(scratch):
 def run_latency(keel, scratch, args, results, redis):
     """Keel on PostgreSQL, Keel on SQLite and Celery, all idle and running side by side; one job to each in turn, 5 ms
     apart, 500 each per round. Then, once idle, each one's worker memory."""
-    pg = Postgres(scratch)
+    pg = Postgres(scratch, "pg-latency")
     _, celery_env, celery_app = redis
     try:
         for round_number in range(args.rounds):
@@ -457,7 +457,8 @@ def report(args, results):
                       f"{median(f'{system} enqueue wrk') / celery_enqueue:.1f}x (wrk) / {median(f'{system} enqueue seq') / celery_enqueue:.1f}x "
                       f"(one client) Celery's one client; p50 latency {latency(f'{system} latency', 0.5) / latency('celery latency', 0.5):.2f}x, "
                       f"p99 {latency(f'{system} latency', 0.99) / latency('celery latency', 0.99):.2f}x Celery's.")
-    print("Raw:", json.dumps({k: v if "latency" not in k else [round(percentile(r, 0.5) * 1000, 2) for r in v] for k, v in results.items()}))
+    print("Raw (latency rounds as [p50, p99] ms):", json.dumps({
+        k: v if "latency" not in k else [[round(percentile(r, q) * 1000, 2) for q in (0.5, 0.99)] for r in v] for k, v in results.items()}))
 
 
 if __name__ == "__main__":
