@@ -166,11 +166,12 @@ public final class SQLiteStore: Store {
     }
 
     /// The connections stay open until the service group shuts down. Meanwhile the WAL is checkpointed here, on a
-    /// connection of its own that never blocks the writer, instead of inside whichever commit crosses SQLite's
-    /// threshold: that commit would wait for the checkpoint's page copies and fsyncs (milliseconds, the slowest
-    /// percent of job starts). Without a running store (commands, tests) SQLite checkpoints by itself.
+    /// connection of its own (PASSIVE: it never blocks the writer), after any writes: under the usual load the WAL is
+    /// then fully copied before it reaches SQLite's threshold of 1,000 pages, and the next write starts it over, so
+    /// no commit has to checkpoint (that commit would wait for the page copies and fsyncs: milliseconds, the slowest
+    /// percent of job starts). Under a write rate the checkpoint cannot keep up with, the threshold still bounds the
+    /// WAL, and the writer's checkpoint then finds most pages copied already.
     public func run() async throws {
-        try? await execute("PRAGMA wal_autocheckpoint = 0")
         await cancelWhenGracefulShutdown { [self] in
             while !Task.isCancelled {
                 try? await Task.sleep(for: Self.checkpointInterval)
