@@ -17,6 +17,8 @@ final class JobNotifications: Service {
     let queue: JobQueue
     let worker: JobWorker
     let workerID: String
+    /// Where the jobs handed over to this worker arrive.
+    let handOverChannel: String
     let queues: Set<String>
     let readiness: Readiness?
     private let peers = Mutex<NotificationOwnership>(NotificationOwnership(me: "", peers: []))
@@ -35,6 +37,7 @@ final class JobNotifications: Service {
         self.peerRefresh = peerRefresh
         self.worker = worker
         self.workerID = worker.id
+        self.handOverChannel = JobQueue.handOverChannel(workerID: worker.id)
         self.queues = Set(worker.concurrency.keys)
         self.readiness = readiness
     }
@@ -55,13 +58,12 @@ final class JobNotifications: Service {
     private func listen() async {
         var delay = Duration.milliseconds(250)
         while !Task.isCancelled {
-            let handOvers = JobQueue.handOverChannel(workerID: workerID)
             var failure: (any Error)?
             do {
-                try await queue.store.listen(channels: [JobQueue.notificationChannel, handOvers]) { [worker] in
+                try await queue.store.listen(channels: [JobQueue.notificationChannel, handOverChannel]) { [worker] in
                     worker.handOver(listening: true)
                 } notified: { [self] channel, payload in
-                    if channel == handOvers { worker.handedOver(payload) } else { notified(payload) }
+                    if channel == handOverChannel { worker.handedOver(payload) } else { notified(payload) }
                 }
             } catch {
                 failure = error
