@@ -46,8 +46,8 @@ import Testing
     }
 
     /// While the store runs, its own connection checkpoints the WAL between bursts of writes, so the WAL starts over
-    /// long before SQLite's threshold (1,000 pages, 4 MB) would make a commit checkpoint: 6 MB written in bursts of
-    /// 512 kB leave a WAL that never grew past a burst or two.
+    /// long before the writer's threshold would make a commit checkpoint: 6 MB written in bursts of 512 kB leave a WAL
+    /// that never grew past a burst or two.
     @Test func aRunningStoreCheckpointsBesideTheWriter() async throws {
         try await withTemporaryDirectory { directory in
             let path = directory + "/keel.db"
