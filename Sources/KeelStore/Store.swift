@@ -14,6 +14,12 @@ public protocol Store: Service {
     /// Runs a statement that writes, returning the rows of any `RETURNING` clause.
     @discardableResult
     func execute(_ query: SQLQuery) async throws(StoreError) -> [SQLRow]
+    /// Runs `query` as the statement `Statement` names, whose SQL is the same at every call (only the values change),
+    /// so the store may keep it parsed and planned: PostgreSQL does that once per connection, where a small statement
+    /// sent as text each time spends about as long being parsed and planned as running. Every value needs a known
+    /// type (see ``SQLQuery/kinds``). Other stores, and a query whose text or types differ, run it as `execute`.
+    @discardableResult
+    func execute<Statement: PreparedStatement>(_ query: SQLQuery, as statement: Statement.Type) async throws(StoreError) -> [SQLRow]
     /// Runs `body` in one transaction: committed when it returns, rolled back when it throws.
     func transaction<Result: Sendable>(
         _ body: @Sendable (any StoreTransaction) async throws -> Result
@@ -34,6 +40,16 @@ public protocol Store: Service {
                 notified: @escaping @Sendable (_ channel: String, _ payload: String) -> Void) async throws
     /// Connection figures for `/metrics`.
     func poolStatistics() -> StorePoolStatistics
+}
+
+/// Names a statement that ``Store/execute(_:as:)`` may keep prepared; each conforming type is one statement.
+public protocol PreparedStatement: Sendable {}
+
+extension Store {
+    @discardableResult
+    public func execute<Statement: PreparedStatement>(_ query: SQLQuery, as statement: Statement.Type) async throws(StoreError) -> [SQLRow] {
+        try await execute(query)
+    }
 }
 
 /// The statements of one open transaction.

@@ -9,7 +9,7 @@ extension KeelConfig {
             return try await SQLiteStore.open(path: path, readerCount: min(databaseMaxConnections, 4), logger: logger)
         case .postgres(let url):
             return try PostgresStore(url: url, tls: databaseTLS, caFile: databaseTLSCAFile,
-                                     maximumConnections: databaseMaxConnections, logger: logger)
+                                     maximumConnections: databaseMaxConnections, preparesStatements: jobWakeup == .notify, logger: logger)
         }
     }
 }

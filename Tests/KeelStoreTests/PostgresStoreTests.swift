@@ -25,6 +25,32 @@ import Testing
         }
     }
 
+    /// A prepared statement is parsed once on a connection and stays there; with `preparesStatements` off (behind a
+    /// transaction-mode pooler) nothing is left on the server's connection.
+    @Test(arguments: [true, false])
+    func preparedStatementsStayOnTheirConnection(prepares: Bool) async throws {
+        try await TestPostgres.withDatabase { url in
+            // One connection, so the statements below all run on it.
+            let store = try PostgresStore(url: url, tls: .disable, maximumConnections: 1, preparesStatements: prepares, logger: quietLogger)
+            try await withRunningStore(store) { store in
+                try await store.execute("CREATE TABLE numbers (n INTEGER, label TEXT)")
+                for n in 1...3 {
+                    try await store.execute("INSERT INTO numbers (n, label) VALUES (\(n), \(n == 2 ? nil : String(n)))", as: InsertNumber.self)
+                }
+                let prepared = try await store.query("SELECT name, parameter_types::text AS types FROM pg_prepared_statements")
+                let count = try await store.query("SELECT count(*) AS c FROM numbers").first?.int("c")
+                #expect(count == 3)
+                if prepares {
+                    #expect(prepared.count == 1)
+                    #expect(try prepared.first?.string("name").hasPrefix("keel_") == true)
+                    #expect(try prepared.first?.string("types") == "{bigint,text}")
+                } else {
+                    #expect(prepared.isEmpty)
+                }
+            }
+        }
+    }
+
     @Test func locationMasksThePassword() throws {
         let url = try PostgresURL(parsing: "postgres://keel:s3cret@db:5432/keel")
         let store = try PostgresStore(url: url, tls: .prefer, maximumConnections: 1, logger: quietLogger)
@@ -64,3 +90,5 @@ import Testing
 final class RunCounter: Sendable {
     let count = Mutex(0)
 }
+
+private enum InsertNumber: PreparedStatement {}

@@ -42,6 +42,31 @@ import Testing
         }
     }
 
+    /// A statement run as prepared takes new values at every call, `NULL`s of typed Swift values included, and a text
+    /// that differs from the first one under the same name still runs (unprepared).
+    @Test(arguments: StoreKind.allCases)
+    func preparedStatementsTakeNewValuesAtEveryCall(kind: StoreKind) async throws {
+        try await withScratchStore(kind) { store in
+            try await store.migrate([Self.table])
+            func insert(_ id: String, n: Int?, label: String?, at: Date?) async throws {
+                try await store.execute("INSERT INTO items (id, n, label, at) VALUES (\(id), \(n), \(label), \(at))", as: InsertItem.self)
+            }
+            let at = Date(timeIntervalSince1970: 1_795_630_150.123456)
+            try await insert("a", n: nil, label: nil, at: nil)
+            try await insert("b", n: 7, label: "seven", at: at)
+            try await insert("c", n: nil, label: "no number", at: nil)
+            try await store.execute("INSERT INTO items (id, flag) VALUES (\("d"), \(true))", as: InsertItem.self)
+
+            let rows = try await store.query("SELECT * FROM items ORDER BY id")
+            #expect(try rows.map { try $0.string("id") } == ["a", "b", "c", "d"])
+            #expect(try rows[0].optionalInt("n") == nil && rows[0].optionalString("label") == nil)
+            #expect(try rows[1].int("n") == 7 && rows[1].string("label") == "seven")
+            #expect(abs(try rows[1].date("at").timeIntervalSince(at)) < 0.000001)
+            #expect(try rows[2].optionalInt("n") == nil && rows[2].string("label") == "no number")
+            #expect(try rows[3].bool("flag"))
+        }
+    }
+
     @Test(arguments: StoreKind.allCases)
     func transactionsCommitOrRollBackWhole(kind: StoreKind) async throws {
         try await withScratchStore(kind) { store in
@@ -151,3 +176,5 @@ import Testing
         }
     }
 }
+
+private enum InsertItem: PreparedStatement {}

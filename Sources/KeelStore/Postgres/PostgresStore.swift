@@ -16,6 +16,9 @@ public final class PostgresStore: Store {
     private let client: PostgresClient
     private let maximumConnections: Int
     private let operationTimeout: Duration
+    /// Off behind a connection pooler in transaction mode, where a statement prepared on one server connection is
+    /// missing on the next.
+    private let preparesStatements: Bool
     private let metrics = StoreMetrics(driver: "postgres")
     private let logger: Logger
 
@@ -26,7 +29,7 @@ public final class PostgresStore: Store {
     ///   it fails as ``StoreError/unavailable(_:)``, so callers answer 503 instead of hanging while the
     ///   database is away.
     public init(url: PostgresURL, tls: DatabaseTLS, caFile: String? = nil, maximumConnections: Int,
-                operationTimeout: Duration = .seconds(10), logger: Logger) throws(StoreError) {
+                operationTimeout: Duration = .seconds(10), preparesStatements: Bool = true, logger: Logger) throws(StoreError) {
         var configuration: PostgresClient.Configuration
         if let socket = url.unixSocketPath {
             configuration = .init(unixSocketPath: socket, username: url.username, password: url.password?.value, database: url.database)
@@ -46,6 +49,7 @@ public final class PostgresStore: Store {
         self.location = url.description
         self.maximumConnections = maximumConnections
         self.operationTimeout = operationTimeout
+        self.preparesStatements = preparesStatements
         self.logger = logger
     }
 
@@ -107,6 +111,15 @@ public final class PostgresStore: Store {
         try await measured("write") { try await self.rows(of: query) }
     }
 
+    @discardableResult
+    public func execute<Statement: PreparedStatement>(_ query: SQLQuery, as statement: Statement.Type) async throws(StoreError) -> [SQLRow] {
+        guard preparesStatements, PreparedStatements.admit(Statement.self, query) else { return try await execute(query) }
+        return try await measured("write") {
+            let rows = try await self.client.execute(Prepared<Statement>(bindings: try Self.postgresBindings(query.binds)), logger: self.logger)
+            return try await Self.collect(rows)
+        }
+    }
+
     public func transaction<Result: Sendable>(
         _ body: @Sendable (any StoreTransaction) async throws -> Result
     ) async throws -> Result {
@@ -166,8 +179,12 @@ public final class PostgresStore: Store {
     }
 
     static func postgresQuery(_ query: SQLQuery) throws -> PostgresQuery {
-        var bindings = PostgresBindings(capacity: query.binds.count)
-        for value in query.binds {
+        PostgresQuery(unsafeSQL: query.sql(for: .postgres), binds: try postgresBindings(query.binds))
+    }
+
+    static func postgresBindings(_ binds: [SQLValue]) throws -> PostgresBindings {
+        var bindings = PostgresBindings(capacity: binds.count)
+        for value in binds {
             switch value {
             case .null: bindings.appendNull()
             case .int(let value): bindings.append(value)
@@ -178,10 +195,10 @@ public final class PostgresStore: Store {
             case .timestamp(let date): bindings.append(date)
             }
         }
-        return PostgresQuery(unsafeSQL: query.sql(for: .postgres), binds: bindings)
+        return bindings
     }
 
-    static func collect(_ sequence: PostgresRowSequence) async throws -> [SQLRow] {
+    static func collect<Rows: AsyncSequence>(_ sequence: Rows) async throws -> [SQLRow] where Rows.Element == PostgresRow {
         var rows: [SQLRow] = []
         for try await row in sequence {
             var columns: [String] = []

@@ -17,20 +17,25 @@ public struct SQLQuery: Sendable, ExpressibleByStringInterpolation, CustomString
 
     var parts: [Part]
     public private(set) var binds: [SQLValue]
+    /// Each bind's type, `NULL`s included where the interpolated Swift type tells it; a prepared statement declares them.
+    public private(set) var kinds: [SQLKind?]
 
     public init(stringLiteral value: String) {
         self.parts = [.sql(value)]
         self.binds = []
+        self.kinds = []
     }
 
     public init(stringInterpolation: StringInterpolation) {
         self.parts = stringInterpolation.parts
         self.binds = stringInterpolation.binds
+        self.kinds = stringInterpolation.kinds
     }
 
     public struct StringInterpolation: StringInterpolationProtocol {
         var parts: [Part] = []
         var binds: [SQLValue] = []
+        var kinds: [SQLKind?] = []
 
         public init(literalCapacity: Int, interpolationCount: Int) {}
 
@@ -44,14 +49,18 @@ public struct SQLQuery: Sendable, ExpressibleByStringInterpolation, CustomString
             parts.append(.sql(text.description))
         }
 
-        public mutating func appendInterpolation(_ value: some SQLBindable) {
-            binds.append(value.sqlValue)
-            parts.append(.bind(binds.count))
+        public mutating func appendInterpolation<Value: SQLBindable>(_ value: Value) {
+            bind(value.sqlValue, kind: Value.sqlKind)
         }
 
         /// `nil` binds SQL `NULL`.
         public mutating func appendInterpolation<Value: SQLBindable>(_ value: Value?) {
-            binds.append(value.sqlValue)
+            bind(value.sqlValue, kind: Value.sqlKind)
+        }
+
+        private mutating func bind(_ value: SQLValue, kind: SQLKind?) {
+            binds.append(value)
+            kinds.append(value.kind ?? kind)
             parts.append(.bind(binds.count))
         }
     }
@@ -78,6 +87,7 @@ public struct SQLQuery: Sendable, ExpressibleByStringInterpolation, CustomString
             }
         }
         binds += other.binds
+        kinds += other.kinds
     }
 
     public var description: String { sql(for: .postgres) }
