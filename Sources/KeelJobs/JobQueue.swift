@@ -167,8 +167,16 @@ public final class JobQueue: Sendable {
         return query
     }
 
+    /// The insert of a lone job, the statement an idle system's enqueue waits on.
+    enum InsertOneJob: PreparedStatement {}
+
     func writeInserts(_ rows: [PreparedJob]) async throws -> [Void] {
-        try await store.execute(insertStatement(rows))
+        // A lone job's statement has the same text every time; a batch's text grows with its rows.
+        if rows.count == 1 {
+            try await store.execute(insertStatement(rows), as: InsertOneJob.self)
+        } else {
+            try await store.execute(insertStatement(rows))
+        }
         return rows.map { _ in () }
     }
 

@@ -255,5 +255,56 @@ enum JobMigrations {
             "DROP TRIGGER keel_jobs_inserted ON keel_jobs",
             "CREATE TRIGGER keel_jobs_inserted AFTER INSERT ON keel_jobs REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION keel_jobs_notify()",
         ]),
+        // The row trigger sends the wake-up for a job it leaves waiting, so no statement trigger runs: capturing every
+        // inserted row in a transition table and querying it cost each insert about as much as the insert itself.
+        // All rows of a transaction send the same payload, which PostgreSQL delivers once.
+        Migration.portable(module: "jobs", version: 15, name: "row trigger wakes workers", statements: [], postgresOnly: [
+            """
+            CREATE OR REPLACE FUNCTION keel_jobs_hand_over() RETURNS trigger LANGUAGE plpgsql AS $$
+            DECLARE
+                taken keel_job_reservations%ROWTYPE;
+                started TIMESTAMPTZ;
+            BEGIN
+                IF NEW.state <> 'available' OR NEW.run_at > clock_timestamp()
+                    OR octet_length(NEW.args) + octet_length(NEW.tags) + coalesce(octet_length(NEW.unique_key), 0)
+                       + coalesce(octet_length(NEW.traceparent), 0) > 6000 THEN
+                    PERFORM pg_notify('keel_jobs', txid_current()::text);
+                    RETURN NEW;
+                END IF;
+                -- One statement looks for an offer and at the queue: each statement a trigger runs has its own
+                -- start-up cost, which the first version paid three times.
+                UPDATE keel_job_reservations SET armed = FALSE WHERE (worker_id, slot) = (
+                    SELECT worker_id, slot FROM keel_job_reservations
+                    WHERE armed AND (slot = '*' OR slot = NEW.queue) AND position(',' || NEW.task || ',' IN tasks) > 0
+                        AND NOT EXISTS (SELECT 1 FROM keel_queues WHERE name = NEW.queue AND (paused OR rate_limit IS NOT NULL))
+                    LIMIT 1 FOR UPDATE SKIP LOCKED)
+                RETURNING * INTO taken;
+                IF NOT FOUND THEN
+                    PERFORM pg_notify('keel_jobs', txid_current()::text);
+                    RETURN NEW;
+                END IF;
+                started := clock_timestamp();
+                NEW.state := 'running';
+                NEW.attempt := NEW.attempt + 1;
+                NEW.worker_id := taken.worker_id;
+                NEW.lease_token := 'lease_' || replace(gen_random_uuid()::text, '-', '');
+                NEW.started_at := started;
+                NEW.lease_expires_at := started + make_interval(secs => taken.lease_seconds);
+                PERFORM pg_notify('keel_push_' || taken.worker_id, json_build_object(
+                    'slot', taken.slot, 'lease_token', NEW.lease_token, 'traceparent', NEW.traceparent,
+                    'id', NEW.id, 'queue', NEW.queue, 'task', NEW.task, 'args', NEW.args, 'priority', NEW.priority,
+                    'state', NEW.state, 'run_at', extract(epoch FROM NEW.run_at), 'attempt', NEW.attempt,
+                    'max_attempts', NEW.max_attempts, 'backoff_seconds', NEW.backoff_seconds, 'timeout_seconds', NEW.timeout_seconds,
+                    'unique_key', NEW.unique_key, 'tags', NEW.tags, 'errors', NEW.errors, 'cancel_requested', NEW.cancel_requested,
+                    'created_at', extract(epoch FROM NEW.created_at), 'started_at', extract(epoch FROM started),
+                    'worker_id', NEW.worker_id, 'lease_expires_at', extract(epoch FROM NEW.lease_expires_at),
+                    'expires_at', extract(epoch FROM NEW.expires_at), 'workflow_id', NEW.workflow_id)::text);
+                RETURN NEW;
+            END
+            $$
+            """,
+            "DROP TRIGGER keel_jobs_inserted ON keel_jobs",
+            "DROP FUNCTION keel_jobs_notify()",
+        ]),
     ]
 }
