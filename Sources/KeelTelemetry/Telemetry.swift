@@ -72,6 +72,10 @@ public final class Telemetry: Sendable {
             otel.traces.batchSpanProcessor.scheduleDelay = .seconds(1)
         } else {
             otel.traces.exporter = .none
+            // Spans still get IDs (logs and outgoing `traceparent` carry them) but are not recorded: a recorded span
+            // goes through the tracer's event stream at its start and end only to be dropped, two task wake-ups per
+            // span on the path of every job a worker starts.
+            otel.traces.sampler = .traceIDRatio(ratio: 0) ?? otel.traces.sampler
         }
         let tracing = try OTel.makeTracingBackend(configuration: otel)
         InstrumentationSystem.bootstrap(tracing.factory)
