@@ -49,13 +49,15 @@ extension JobRegistry {
     @Test(arguments: StoreKind.allCases)
     func chainsGroupsAndChordsPassResultsOn(_ kind: StoreKind) async throws {
         try await withQueue(kind, tasks: .workflowTasks) { queue in
-            let workers = (0..<2).map { _ in JobWorker(queue: queue, concurrency: [JobQueue.anyQueue: 8], idlePoll: .milliseconds(50)) }
-            let tasks = workers.map { worker in Task { try await worker.run() } }
-            defer { tasks.forEach { $0.cancel() } }
-
+            // Started before the workers run, so the first step cannot have finished and released the next by the time
+            // the workflow is read back.
             let chain = try await queue.startWorkflow(WorkflowDefinition(name: "pipeline", .chain([sum(1), sum(2), sum(3)])))
             #expect(chain.steps.map(\.job.state).filter { $0 == .pending }.count == 2)
             #expect(chain.steps[2].dependsOn == [chain.steps[1].job.id])
+
+            let workers = (0..<2).map { _ in JobWorker(queue: queue, concurrency: [JobQueue.anyQueue: 8], idlePoll: .milliseconds(50)) }
+            let tasks = workers.map { worker in Task { try await worker.run() } }
+            defer { tasks.forEach { $0.cancel() } }
 
             let members = (1...20).map(sum)
             let chord = try await queue.startWorkflow(WorkflowDefinition(.chord(members, callback: NewJob(task: "sum", args: .object(["n": .number(1000)])))))
