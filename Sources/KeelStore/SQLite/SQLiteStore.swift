@@ -173,7 +173,7 @@ public final class SQLiteStore: Store {
     /// instead of SQLite's 1,000 while this runs: bounded, and rare enough not to cost a drain its throughput.
     public func run() async throws {
         // The store's own setting, not a caller's write: not counted in the store's metrics.
-        try? await writeLock.withLock { try await Self.run("PRAGMA wal_autocheckpoint = 10000", on: writer) }
+        _ = try? await writeLock.withLock { try await Self.run("PRAGMA wal_autocheckpoint = 10000", on: writer) }
         await cancelWhenGracefulShutdown { [self] in
             while !Task.isCancelled {
                 try? await Task.sleep(for: Self.checkpointInterval)
