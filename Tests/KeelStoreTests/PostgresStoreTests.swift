@@ -25,14 +25,17 @@ import Testing
         }
     }
 
-    /// A prepared statement is parsed once on a connection and stays there; with `preparesStatements` off (behind a
-    /// transaction-mode pooler) nothing is left on the server's connection.
-    @Test(arguments: [true, false])
-    func preparedStatementsStayOnTheirConnection(prepares: Bool) async throws {
+    /// A prepared statement is parsed once on a connection and stays there; with `job_wakeup: poll` (behind a pooler in
+    /// transaction mode, where the next call may run on another server connection) nothing is prepared.
+    @Test(arguments: [JobWakeup.notify, .poll])
+    func preparedStatementsStayOnTheirConnection(wakeup: JobWakeup) async throws {
         try await TestPostgres.withDatabase { url in
-            // One connection, so the statements below all run on it.
-            let store = try PostgresStore(url: url, tls: .disable, maximumConnections: 1, preparesStatements: prepares, logger: quietLogger)
-            try await withRunningStore(store) { store in
+            var config = KeelConfig()
+            config.database = .postgres(url)
+            config.databaseTLS = .disable
+            config.databaseMaxConnections = 1  // so the statements below all run on one connection
+            config.jobWakeup = wakeup
+            try await withRunningStore(try await config.openStore(logger: quietLogger)) { store in
                 try await store.execute("CREATE TABLE numbers (n INTEGER, label TEXT)")
                 for n in 1...3 {
                     try await store.execute("INSERT INTO numbers (n, label) VALUES (\(n), \(n == 2 ? nil : String(n)))", as: InsertNumber.self)
@@ -40,7 +43,7 @@ import Testing
                 let prepared = try await store.query("SELECT name, parameter_types::text AS types FROM pg_prepared_statements")
                 let count = try await store.query("SELECT count(*) AS c FROM numbers").first?.int("c")
                 #expect(count == 3)
-                if prepares {
+                if wakeup == .notify {
                     #expect(prepared.count == 1)
                     #expect(try prepared.first?.string("name").hasPrefix("keel_") == true)
                     #expect(try prepared.first?.string("types") == "{bigint,text}")

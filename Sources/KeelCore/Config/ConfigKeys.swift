@@ -99,7 +99,7 @@ extension ConfigKey {
         ConfigKey(name: "job_lease_seconds", summary: "lease of a claimed job; a crashed worker's jobs run again after it", isSecret: false,
                   apply: { text, config throws(ConfigExpectation) in config.jobLeaseSeconds = try parseInt(text, in: 3...3600) },
                   display: { String($0.jobLeaseSeconds) }),
-        ConfigKey(name: "job_wakeup", summary: "how idle workers hear of new jobs: notify (PostgreSQL LISTEN) or poll (behind PgBouncer)", isSecret: false,
+        ConfigKey(name: "job_wakeup", summary: "how idle workers hear of new jobs: notify (PostgreSQL LISTEN) or poll (behind PgBouncer in transaction mode; also no prepared statements)", isSecret: false,
                   apply: { text, config throws(ConfigExpectation) in config.jobWakeup = try parseEnum(text.lowercased()) },
                   display: { $0.jobWakeup.rawValue }),
         ConfigKey(name: "public_url", summary: "URL clients reach Keel at; the issuer of its tokens (default http://host:port)", isSecret: false,
