@@ -1,6 +1,7 @@
 """Jobs benchmark: Keel against Celery 5 on Redis, same machine, same run, no-op jobs, durable settings.
 
-Keel on PostgreSQL (a fresh cluster with fsync and synchronous_commit on): one api process and two worker processes.
+Keel on PostgreSQL (a fresh cluster with fsync and synchronous_commit on): one api process and two worker processes
+(the latency phase also runs one api process with one worker process, as Celery runs one worker).
 Keel on SQLite: one process with every role. Celery: one worker, prefork concurrency 2, acks_late, Redis broker.
 Keel runs as `keel-bench-jobs` (Benchmarks/jobs/stamp-server): `keel serve` plus a task that returns the moment its
 handler started. For each it measures, as medians over the rounds:
@@ -8,8 +9,9 @@ handler started. For each it measures, as medians over the rounds:
   enqueue    one HTTP call per job, no worker running: wrk with 32 connections, and one sequential client
              (Celery: one client calling delay(), no worker running)
   latency    client send to handler start (each handler's own clock), p50/p99, for jobs sent one at a time to idle
-             workers; all three systems run side by side and take turns job by job, so a change in the machine's speed
-             during the run reaches them alike
+             workers; Keel on PostgreSQL with one worker process (as Celery's one worker) and with two, Keel on SQLite
+             and Celery run side by side and take turns job by job, so a change in the machine's speed during the run
+             reaches them alike
   RSS        worker process resident memory after the drain (Celery: the worker and its pool processes), and after
              the latency run once idle
 Prints a Markdown report. Usage: python3 bench.py KEEL_BENCH_BINARY [--jobs N] [--rounds N]
@@ -303,28 +305,33 @@ def start_redis(scratch):
 
 
 def run_latency(keel, scratch, args, results, redis):
-    """Keel on PostgreSQL, Keel on SQLite and Celery, all idle and running side by side; one job to each in turn, 5 ms
-    apart, 500 each per round. Then, once idle, each one's worker memory."""
+    """Keel on PostgreSQL (an api process and one worker process, as Celery runs one worker; and again with two worker
+    processes, as in the drain), Keel on SQLite and Celery, all idle and running side by side; one job to each in turn,
+    5 ms apart, 500 each per round. Then, once idle, each one's worker memory."""
     pg = Postgres(scratch, "pg-latency")
     _, celery_env, celery_app = redis
     try:
         for round_number in range(args.rounds):
-            database = f"latency{round_number}"
-            pg.create(database)
-            env = {**ADMIN, "KEEL_DATABASE_URL": pg.url(database), "KEEL_DATABASE_TLS": "disable",
-                   "KEEL_WORKER_QUEUES": f"*={WORKER_CONCURRENCY}", "KEEL_DATABASE_MAX_CONNECTIONS": "20"}
-            pg_port, sqlite_port = free_port(), free_port()
-            processes = {"pg api": launch_keel(keel, "api", pg_port, env)}
-            processes["pg workers"] = [launch_keel(keel, "worker", 0, env) for _ in range(2)]
-            processes["sqlite"] = launch_keel(keel, "all", sqlite_port, {**ADMIN, "KEEL_WORKER_QUEUES": f"*={WORKER_CONCURRENCY}"},
+            processes = {"pg workers": [], "pg2 workers": []}
+            ports = {}
+            for system, workers in [("pg", 1), ("pg2", 2)]:
+                database = f"latency{system}_{round_number}"
+                pg.create(database)
+                env = {**ADMIN, "KEEL_DATABASE_URL": pg.url(database), "KEEL_DATABASE_TLS": "disable",
+                       "KEEL_WORKER_QUEUES": f"*={WORKER_CONCURRENCY}", "KEEL_DATABASE_MAX_CONNECTIONS": "20"}
+                ports[system] = free_port()
+                processes[f"{system} api"] = launch_keel(keel, "api", ports[system], env)
+                processes[f"{system} workers"] = [launch_keel(keel, "worker", 0, env) for _ in range(workers)]
+            ports["sqlite"] = free_port()
+            processes["sqlite"] = launch_keel(keel, "all", ports["sqlite"], {**ADMIN, "KEEL_WORKER_QUEUES": f"*={WORKER_CONCURRENCY}"},
                                               os.path.join(scratch, f"latency-sqlite{round_number}"))
             celery_app.stats.flushdb()
             processes["celery"] = start_celery_worker(celery_env)
             try:
-                wait_ok(f"http://127.0.0.1:{pg_port}/readyz")
-                wait_ok(f"http://127.0.0.1:{sqlite_port}/readyz")
+                for port in ports.values():
+                    wait_ok(f"http://127.0.0.1:{port}/readyz")
                 time.sleep(2)
-                senders = {"pg": StampSender(KeelAPI(pg_port)), "sqlite": StampSender(KeelAPI(sqlite_port))}
+                senders = {system: StampSender(KeelAPI(port)) for system, port in ports.items()}
                 for sender in senders.values():  # warm-up, not counted
                     for _ in range(50):
                         sender.send("warmup")
@@ -347,12 +354,13 @@ def run_latency(keel, scratch, args, results, redis):
                     time.sleep(0.05)
                 results.setdefault("celery latency", []).append(sorted(float(v) for v in celery_app.stats.lrange("latency", 0, -1)))
                 time.sleep(IDLE_SECONDS)
-                record_idle_memory(results, "pg", [w.pid for w in processes["pg workers"]])
+                record_idle_memory(results, "pg", [w.pid for w in processes["pg workers"] + processes["pg2 workers"]])
                 record_idle_memory(results, "sqlite", [processes["sqlite"].pid])
                 record_idle_memory(results, "celery", [processes["celery"].pid])
             finally:
-                for process in [processes["pg api"], processes["sqlite"], processes["celery"]] + processes["pg workers"]:
-                    stop(process)
+                for name, process in processes.items():
+                    for each in (process if isinstance(process, list) else [process]):
+                        stop(each)
     finally:
         pg.stop()
 
@@ -445,9 +453,12 @@ def report(args, results):
     ]
     for label, key, unit in rows:
         print(f"| {label} | {show(median('pg ' + key), unit)} | {show(median('sqlite ' + key), unit)} | {show(median('celery ' + key), unit)} |")
-    for label, fraction in [("enqueue→start p50, ms", 0.5), ("enqueue→start p99, ms", 0.99)]:
+    for label, fraction in [("enqueue→start p50, ms (PostgreSQL: api + 1 worker process)", 0.5), ("enqueue→start p99, ms (same)", 0.99)]:
         values = [latency(f"{system} latency", fraction) for system in ["pg", "sqlite", "celery"]]
         print(f"| {label} | " + " | ".join("-" if v is None else f"{v:.2f}" for v in values) + " |")
+    for label, fraction in [("enqueue→start p50, ms, PostgreSQL with 2 worker processes", 0.5), ("enqueue→start p99, ms (same)", 0.99)]:
+        value = latency("pg2 latency", fraction)
+        print(f"| {label} | {'-' if value is None else f'{value:.2f}'} | - | - |")
     print()
     celery_drain, celery_enqueue = median("celery drain"), median("celery enqueue seq")
     if celery_drain:
@@ -457,6 +468,9 @@ def report(args, results):
                       f"{median(f'{system} enqueue wrk') / celery_enqueue:.1f}x (wrk) / {median(f'{system} enqueue seq') / celery_enqueue:.1f}x "
                       f"(one client) Celery's one client; p50 latency {latency(f'{system} latency', 0.5) / latency('celery latency', 0.5):.2f}x, "
                       f"p99 {latency(f'{system} latency', 0.99) / latency('celery latency', 0.99):.2f}x Celery's.")
+    if latency("pg2 latency", 0.5) and latency("celery latency", 0.5):
+        print(f"Keel on PostgreSQL with 2 worker processes: p50 latency {latency('pg2 latency', 0.5) / latency('celery latency', 0.5):.2f}x, "
+              f"p99 {latency('pg2 latency', 0.99) / latency('celery latency', 0.99):.2f}x Celery's.")
     print("Raw (latency rounds as [p50, p99] ms):", json.dumps({
         k: v if "latency" not in k else [[round(percentile(r, q) * 1000, 2) for q in (0.5, 0.99)] for r in v] for k, v in results.items()}))
 
