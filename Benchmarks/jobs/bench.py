@@ -10,8 +10,8 @@ handler started. For each it measures, as medians over the rounds:
              (Celery: one client calling delay(), no worker running)
   latency    client send to handler start (each handler's own clock), p50/p99, for jobs sent one at a time to idle
              workers; Keel on PostgreSQL with one worker process (as Celery's one worker) and with two, Keel on SQLite
-             and Celery run side by side and take turns job by job, so a change in the machine's speed during the run
-             reaches them alike
+             and Celery run side by side and take turns job by job (in a new random order each turn), so a change in
+             the machine's speed during the run reaches them alike
   RSS        worker process resident memory after the drain (Celery: the worker and its pool processes), and after
              the latency run once idle
 Prints a Markdown report. Usage: python3 bench.py KEEL_BENCH_BINARY [--jobs N] [--rounds N]
@@ -20,6 +20,7 @@ import argparse
 import http.client
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -341,12 +342,17 @@ def run_latency(keel, scratch, args, results, redis):
                     celery_app.noop.delay()
                 time.sleep(1)
                 celery_app.stats.delete("latency")
+                # Each turn in a new order, so no system always follows the same one (and whatever it leaves running).
+                turns = list(senders.values()) + [None]
+                order = random.Random(round_number)
                 for _ in range(500):
-                    for sender in senders.values():
-                        sender.send()
+                    order.shuffle(turns)
+                    for sender in turns:
+                        if sender is None:
+                            celery_app.noop.delay(time.time())
+                        else:
+                            sender.send()
                         time.sleep(0.005)
-                    celery_app.noop.delay(time.time())
-                    time.sleep(0.005)
                 for system, sender in senders.items():
                     results.setdefault(f"{system} latency", []).append(sender.latencies())
                 deadline = time.monotonic() + 60
