@@ -8,8 +8,13 @@ import Testing
     /// Runs `keel arguments...` in `directory` to the end: its exit code and what it printed.
     func keel(_ arguments: [String], in directory: String? = nil, environment: [String: String] = [:]) async throws -> (code: Int32, out: String, err: String) {
         let process = try KeelProcess(arguments, environment: environment, directory: directory)
-        let code = try await process.waitForExit(timeout: .seconds(60))
-        return (code, process.stdout, process.stderr)
+        do {
+            // Generous: beside the whole suite on two cores a process that stops itself can take tens of seconds.
+            let code = try await process.waitForExit(timeout: .seconds(120))
+            return (code, process.stdout, process.stderr)
+        } catch {
+            throw TestSetupError("keel \(arguments.joined(separator: " ")) did not exit; its output so far:\n\(process.stderr)")
+        }
     }
 
     @Test func healthChecksEveryRoleAndDependencyAndFailsWhenOneIsDown() async throws {

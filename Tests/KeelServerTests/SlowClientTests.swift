@@ -12,10 +12,11 @@ import Testing
         ])
         let port = try await keel.waitUntilReady()
 
-        /// Seconds until the server closes `connection`, feeding it `drip` every 300 ms meanwhile (at most 6 s).
+        /// Seconds until the server closes `connection`, feeding it `drip` every 300 ms meanwhile (at most 10 s). The
+        /// bounds below leave room for a loaded machine: what they tell apart is closed at the deadline from never closed.
         func secondsUntilClosed(_ connection: RawConnection, drip: String?) async throws -> Double {
             let started = ContinuousClock.now
-            while ContinuousClock.now - started < .seconds(6) {
+            while ContinuousClock.now - started < .seconds(10) {
                 if let drip {
                     guard (try? connection.send(drip)) != nil else { break }
                 } else if connection.isClosed(within: .milliseconds(300)) {
@@ -31,20 +32,20 @@ import Testing
         let slowloris = try RawConnection(port: port)
         try slowloris.send("GET /healthz HTTP/1.1\r\nHost: x\r\n")
         let headSeconds = try await secondsUntilClosed(slowloris, drip: "X-Drip: 1\r\n")
-        #expect(headSeconds < 3, "head deadline: closed after \(headSeconds) s")
+        #expect(headSeconds < 6, "head deadline: closed after \(headSeconds) s")
 
         // A body that stops arriving.
         let stalled = try RawConnection(port: port)
         try stalled.send("POST /api/v1/config/validate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"a\":")
         let bodySeconds = try await secondsUntilClosed(stalled, drip: nil)
-        #expect(bodySeconds < 3, "body deadline: closed after \(bodySeconds) s")
+        #expect(bodySeconds < 6, "body deadline: closed after \(bodySeconds) s")
 
         // An answered request, then nothing: the kept-alive connection closes after the idle deadline, not before.
         let idle = try RawConnection(port: port)
         try idle.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         #expect(idle.readResponseHead().hasPrefix("HTTP/1.1 200"))
         let idleSeconds = try await secondsUntilClosed(idle, drip: nil)
-        #expect(idleSeconds > 1.2 && idleSeconds < 4, "idle deadline: closed after \(idleSeconds) s")
+        #expect(idleSeconds > 1.2 && idleSeconds < 7, "idle deadline: closed after \(idleSeconds) s")
 
         // A client that keeps sending whole requests is never cut off.
         let busy = try RawConnection(port: port)
