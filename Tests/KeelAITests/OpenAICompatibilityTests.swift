@@ -13,9 +13,8 @@ import Testing
         let port: Int
         let helper: PythonHelper
         init(_ name: String) async throws {
-            port = try freePort()
-            helper = try PythonHelper("fake_llm.py", arguments: [String(port), name])
-            try await helper.waitFor("listening")
+            helper = try PythonHelper("fake_llm.py", arguments: ["0", name])
+            port = try await helper.listeningPort()
         }
         var baseURL: String { "http://127.0.0.1:\(port)/v1" }
         func force(_ status: Int) async throws { _ = try await send("POST", "http://127.0.0.1:\(port)/control/mode?status=\(status)") }

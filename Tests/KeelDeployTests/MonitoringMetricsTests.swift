@@ -62,9 +62,8 @@ import Testing
         #expect(queried.count >= 25, "the dashboards query too little: \(queried.keys.sorted())")
         let environment = ["KEEL_ADMIN_EMAIL": "ops@example.com", "KEEL_ADMIN_PASSWORD": "ops-passphrase-for-metrics-9", "KEEL_AUTH_BCRYPT_COST": "4",
                            "KEEL_SECRET_KEY": "metrics-test-secret-key-0123456789abcdef"]
-        let llmPort = try freePort()
-        let llm = try PythonHelper("fake_llm.py", arguments: [String(llmPort), "metrics"])
-        try await llm.waitFor("listening")
+        let llm = try PythonHelper("fake_llm.py", arguments: ["0", "metrics"])
+        let llmPort = try await llm.listeningPort()
         let first = try KeelProcess(["up", "--port", "0"], environment: environment)
         var base = "http://127.0.0.1:\(try await first.waitUntilReady())"
         let login = try await Self.call(.POST, base + "/api/v1/auth/login", [:], #"{"email": "ops@example.com", "password": "ops-passphrase-for-metrics-9"}"#)

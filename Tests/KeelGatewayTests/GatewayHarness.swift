@@ -10,11 +10,10 @@ final class Upstream: @unchecked Sendable {
     let port: Int
     private let helper: PythonHelper
 
-    init(_ name: String, port: Int? = nil) async throws {
+    init(_ name: String) async throws {
         self.name = name
-        self.port = try port ?? freePort()
-        helper = try PythonHelper("upstream_server.py", arguments: [String(self.port), name])
-        try await helper.waitFor("listening")
+        helper = try PythonHelper("upstream_server.py", arguments: ["0", name])
+        port = try await helper.listeningPort()
     }
 
     var url: String { "http://127.0.0.1:\(port)" }

@@ -9,10 +9,9 @@ import Testing
 /// WebSockets through the gateway to a real WebSocket server (Python `websockets`).
 @Suite struct GatewayWebSocketTests {
     @Test func messagesPassBothWaysAndProtectedRoutesRefuseAnonymousUpgrades() async throws {
-        let port = try freePort()
-        let echo = try PythonHelper("ws_echo_server.py", arguments: [String(port)])
+        let echo = try PythonHelper("ws_echo_server.py", arguments: ["0"])
         defer { echo.stop() }
-        try await echo.waitFor("listening")
+        let port = try await echo.listeningPort()
         let upstream: [[String: Any]] = [["url": "http://127.0.0.1:\(port)"]]
         let gateway = try await GatewayServer(routes: [
             "live": ["match": ["prefix": "/live"], "upstreams": upstream, "auth": "public", "strip_prefix": true],

@@ -108,9 +108,8 @@ import Testing
                     try await store.query("SELECT COUNT(*) AS n FROM keel_jobs WHERE state = 'succeeded'").first?.int("n") ?? 0
                 }
 
-                let proxyPort = try freePort()
-                var proxy = try PythonHelper("tcp_proxy.py", arguments: [String(proxyPort), String(direct.port)])
-                try await proxy.waitFor("listening")
+                var proxy = try PythonHelper("tcp_proxy.py", arguments: ["0", String(direct.port)])
+                let proxyPort = try await proxy.listeningPort()
                 let worker = try KeelProcess(["serve", "--roles", "worker,api", "--port", "0"], environment: [
                     "KEEL_DATABASE_URL": direct.connectionString(port: proxyPort),
                     "KEEL_DATABASE_TLS": "disable", "KEEL_JOB_LEASE_SECONDS": "3", "KEEL_ACCESS_LOG": "false",
@@ -127,7 +126,7 @@ import Testing
                 #expect(unready.status == 503)
                 proxy = try PythonHelper("tcp_proxy.py", arguments: [String(proxyPort), String(direct.port)])
                 defer { proxy.stop() }
-                try await proxy.waitFor("listening")
+                _ = try await proxy.listeningPort()
 
                 let finished = try await eventually(timeout: .seconds(90)) { try await succeeded() == 3000 }
                 let count = try await succeeded()

@@ -9,9 +9,8 @@ import Testing
 @Suite struct StoreOutageTests {
     @Test func readinessAndRequestsFollowTheStore() async throws {
         try await TestPostgres.withDatabase { direct in
-            let proxyPort = try freePort()
-            let firstProxy = try PythonHelper("tcp_proxy.py", arguments: [String(proxyPort), String(direct.port)])
-            try await firstProxy.waitFor("listening")
+            let firstProxy = try PythonHelper("tcp_proxy.py", arguments: ["0", String(direct.port)])
+            let proxyPort = try await firstProxy.listeningPort()
             var viaProxy = direct
             viaProxy.port = proxyPort
             try await withLiveServer(config: testConfig(.postgres(viaProxy)), authenticator: AllowAllAuthenticator()) { client, _ in
@@ -35,7 +34,7 @@ import Testing
 
                 let secondProxy = try PythonHelper("tcp_proxy.py", arguments: [String(proxyPort), String(direct.port)])
                 defer { secondProxy.stop() }
-                try await secondProxy.waitFor("listening")
+                _ = try await secondProxy.listeningPort()
                 var status = HTTPResponse.Status.serviceUnavailable
                 let deadline = ContinuousClock.now + .seconds(30)
                 while status != .ok && ContinuousClock.now < deadline {

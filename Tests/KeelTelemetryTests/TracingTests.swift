@@ -25,10 +25,9 @@ import Tracing
     /// A real OTLP/HTTP receiver (Python, decoding protobuf) gets the server span of a request,
     /// in the trace the caller's traceparent started.
     @Test func spansAreExportedOverOTLPHTTP() async throws {
-        let receiverPort = try freePort()
-        let receiver = try PythonHelper("otlp_receiver.py", arguments: [String(receiverPort)])
+        let receiver = try PythonHelper("otlp_receiver.py", arguments: ["0"])
         defer { receiver.stop() }
-        try await receiver.waitFor("listening")
+        let receiverPort = try await receiver.listeningPort()
 
         let keel = try KeelProcess(["up", "--port", "0"], environment: ["KEEL_OTLP_ENDPOINT": "http://127.0.0.1:\(receiverPort)"])
         let port = try await keel.waitUntilReady()

@@ -130,6 +130,17 @@ public final class PythonHelper: @unchecked Sendable {
         }
     }
 
+    /// Waits for the helper's "listening PORT" line and returns the port. Helpers started with port 0
+    /// bind any free one themselves, so no other process can take it between a pick and the bind.
+    public func listeningPort(timeout: Duration = .seconds(15)) async throws -> Int {
+        try await waitFor("listening ", timeout: timeout)
+        let line = output.split(separator: "\n").first { $0.hasPrefix("listening ") }
+        guard let port = line.flatMap({ Int($0.dropFirst("listening ".count)) }) else {
+            throw TestSetupError("python helper printed no port after \"listening\":\n\(output)")
+        }
+        return port
+    }
+
     /// Waits for the helper to exit on its own and returns its status.
     public func waitForExit(timeout: Duration = .seconds(30)) async throws -> Int32 {
         let deadline = ContinuousClock.now + timeout

@@ -18,10 +18,9 @@ public struct SMTPTestServer: Sendable {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("keel-smtp-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: directory) }
-        let port = try freePort()
-        let helper = try PythonHelper("smtp_server.py", arguments: [String(port), directory.path, mode] + (credentials.map { [$0] } ?? []))
+        let helper = try PythonHelper("smtp_server.py", arguments: ["0", directory.path, mode] + (credentials.map { [$0] } ?? []))
         defer { helper.stop() }
-        try await helper.waitFor("listening")
+        let port = try await helper.listeningPort()
         var settings = MailSettings()
         settings.host = "127.0.0.1"
         settings.port = port

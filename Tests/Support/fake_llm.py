@@ -1,6 +1,6 @@
 """A fake model server for the AI gateway's tests, speaking three APIs on loopback with fixed answers.
 
-usage: fake_llm.py PORT NAME
+usage: fake_llm.py PORT NAME  (PORT 0: any free port)
   OpenAI:    POST /v1/chat/completions  a chat.completion (or, with "stream": true, chunks then a usage chunk when
                                         stream_options.include_usage) saying "hello from NAME"; 11 prompt / 7 completion tokens
              POST /v1/embeddings        one 3-number vector per input; 5 prompt tokens per input
@@ -10,7 +10,7 @@ usage: fake_llm.py PORT NAME
   GET  /v1/models, /api/tags      a model list (the gateway's health probes)
   POST /control/mode?status=CODE   answer every API call with CODE (0: normal again); 429 carries Retry-After: 1
   GET  /control/seen         the API requests received so far: [{path, model, authorization, stream_options}]
-Prints "listening" once it accepts connections.
+Prints "listening PORT" once it accepts connections.
 """
 import json
 import socket
@@ -159,5 +159,5 @@ class Server(ThreadingHTTPServer):
 
 
 server = Server(("127.0.0.1", PORT), Handler)
-print("listening", flush=True)
+print(f"listening {server.server_address[1]}", flush=True)
 server.serve_forever()

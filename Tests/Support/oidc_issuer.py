@@ -1,7 +1,7 @@
 """A small OIDC-style issuer for tests, standing in for Keycloak: it publishes a JWKS (signing keys
 plus an encryption key, as Keycloak does) and mints RS256 access tokens on request.
 
-usage: oidc_issuer.py PORT
+usage: oidc_issuer.py PORT  (PORT 0: any free port)
   GET  /realms/keel/.well-known/openid-configuration
   GET  /realms/keel/protocol/openid-connect/certs   the JWKS (each fetch is counted)
   GET  /fetches                                     {"count": N}
@@ -18,7 +18,9 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-PORT = int(sys.argv[1])
+# Bound before anything else, so the issuer URL can name the port (also when asked for any free one).
+server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), None)
+PORT = server.server_address[1]
 ISSUER = f"http://127.0.0.1:{PORT}/realms/keel"
 keys = []  # (kid, private key), newest last
 fetches = 0
@@ -84,6 +86,6 @@ class Handler(BaseHTTPRequestHandler):
 
 
 add_key()
-server = ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
+server.RequestHandlerClass = Handler
 print(f"listening {PORT}", flush=True)
 server.serve_forever()

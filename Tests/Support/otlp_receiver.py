@@ -3,7 +3,7 @@
 Accepts POST /v1/traces with an application/x-protobuf ExportTraceServiceRequest, decodes it with the
 OpenTelemetry protobuf definitions and prints one JSON line per span to stdout:
 {"trace_id": hex, "span_id": hex, "parent_span_id": hex, "name": ..., "service": ..., "attributes": {...}}
-Usage: python3 otlp_receiver.py PORT
+Usage: python3 otlp_receiver.py PORT  (PORT 0: any free port; prints "listening PORT")
 """
 import json
 import sys
@@ -53,5 +53,5 @@ class Handler(BaseHTTPRequestHandler):
 
 
 server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
-print("listening", flush=True)
+print(f"listening {server.server_address[1]}", flush=True)
 server.serve_forever()

@@ -1,11 +1,11 @@
 """A real SMTP server for the mail tests (aiosmtpd from PyPI), with a throwaway self-signed certificate.
 
-usage: smtp_server.py PORT CERT_DIR MODE [USER:PASSWORD]
+usage: smtp_server.py PORT CERT_DIR MODE [USER:PASSWORD]  (PORT 0: any free port)
   MODE starttls   offers STARTTLS and requires it before MAIL; AUTH only after it
   MODE tls        TLS from the first byte (SMTPS)
   MODE plain      no TLS at all (a server Keel must refuse to use for credentials or with smtp_tls starttls)
   USER:PASSWORD   require AUTH (PLAIN or LOGIN) with these credentials
-Writes CERT_DIR/cert.pem (the CA a client should trust) and prints "listening"; then one JSON line per
+Writes CERT_DIR/cert.pem (the CA a client should trust) and prints "listening PORT"; then one JSON line per
 message received: {"mail_from", "rcpt_tos", "data", "tls", "login"}. RCPT to any address at refused.example
 gets 550.
 """
@@ -13,6 +13,7 @@ import asyncio
 import datetime
 import json
 import os
+import socket
 import ssl
 import sys
 
@@ -74,16 +75,28 @@ def authenticate(server, session, envelope, mechanism, auth_data):
     return AuthResult(success=False, handled=False)
 
 
+
+class BoundController(Controller):
+    """Serves on a socket bound up front, so PORT 0 works (aiosmtpd binds by number and connects back to it)."""
+
+    def __init__(self, handler, **kwargs):
+        self.listener = socket.create_server(("127.0.0.1", PORT))
+        super().__init__(handler, port=self.listener.getsockname()[1], **kwargs)
+
+    def _create_server(self):
+        return self.loop.create_server(self._factory_invoker, sock=self.listener, ssl=self.ssl_context)
+
+
 context = make_certificate()
-kwargs = dict(hostname="127.0.0.1", port=PORT, authenticator=authenticate, auth_required=CREDENTIALS is not None,
+kwargs = dict(hostname="127.0.0.1", authenticator=authenticate, auth_required=CREDENTIALS is not None,
               auth_require_tls=MODE != "plain")
 if MODE == "starttls":
     kwargs.update(tls_context=context, require_starttls=True)
 elif MODE == "tls":
     kwargs.update(ssl_context=context)
-controller = Controller(Handler(), **kwargs)
+controller = BoundController(Handler(), **kwargs)
 controller.start()
-print("listening", flush=True)
+print(f"listening {controller.port}", flush=True)
 try:
     asyncio.new_event_loop().run_forever()
 finally:

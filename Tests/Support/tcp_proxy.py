@@ -1,6 +1,6 @@
 """A TCP forwarder on loopback, so a test can cut a service off and bring it back.
 
-Usage: python3 tcp_proxy.py LISTEN_PORT TARGET_PORT. Killing the process drops every connection.
+Usage: python3 tcp_proxy.py LISTEN_PORT TARGET_PORT (LISTEN_PORT 0: any free port; prints "listening PORT"). Killing the process drops every connection.
 """
 import asyncio
 import sys
@@ -28,7 +28,7 @@ async def handle(client_reader, client_writer):
 
 async def main():
     server = await asyncio.start_server(handle, "127.0.0.1", int(sys.argv[1]), reuse_address=True)
-    print("listening", flush=True)
+    print(f"listening {server.sockets[0].getsockname()[1]}", flush=True)
     async with server:
         await server.serve_forever()
 

@@ -1,6 +1,6 @@
 """An upstream for the gateway's tests: one named instance on loopback, HTTP/1.1 keep-alive.
 
-usage: upstream_server.py PORT NAME
+usage: upstream_server.py PORT NAME  (PORT 0: any free port)
   any  /echo...            200 JSON {instance, method, path, query, headers, body}
   any  /slow?ms=N          sleeps N ms, then echoes
   any  /status/CODE        answers CODE with {instance}
@@ -9,7 +9,7 @@ usage: upstream_server.py PORT NAME
   GET  /health             200, or 503 after POST /control/unhealthy (POST /control/healthy undoes it)
   POST /control/mode?status=CODE   answer every other request with CODE (0: back to normal)
   GET  /control/hits       {"METHOD PATH": count} of every request so far (control requests excluded)
-Prints "listening" once it accepts connections.
+Prints "listening PORT" once it accepts connections.
 """
 import json
 import socket
@@ -118,5 +118,5 @@ class Server(ThreadingHTTPServer):
 
 
 server = Server(("127.0.0.1", PORT), Handler)
-print("listening", flush=True)
+print(f"listening {server.server_address[1]}", flush=True)
 server.serve_forever()

@@ -1,7 +1,7 @@
 """An HTTP upstream for the http.request task: it checks Keel's HMAC signature the way a webhook
 receiver would, and answers by path.
 
-usage: webhook_receiver.py PORT SECRET
+usage: webhook_receiver.py PORT SECRET  (PORT 0: any free port)
   POST /hook   200 {"received": <body>} when X-Keel-Signature is sha256=HMAC(secret, timestamp + "." + body), else 401
   GET  /big    200 with 100 KB of "x"
   any  /fail   500
@@ -52,5 +52,5 @@ class Handler(BaseHTTPRequestHandler):
 
 
 server = ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
-print(f"listening {PORT}", flush=True)
+print(f"listening {server.server_address[1]}", flush=True)
 server.serve_forever()

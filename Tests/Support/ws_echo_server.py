@@ -1,8 +1,8 @@
 """A WebSocket upstream for the gateway's tests (the `websockets` package from PyPI).
 
-usage: ws_echo_server.py PORT
+usage: ws_echo_server.py PORT  (PORT 0: any free port)
   On connect it sends one text message: JSON {"path", "headers"} of the upgrade request it got; then it
-  echoes every message back, text as text and binary as binary. Prints "listening" once it accepts connections,
+  echoes every message back, text as text and binary as binary. Prints "listening PORT" once it accepts connections,
   and the websockets library logs each connection ("connection open").
 """
 import asyncio
@@ -24,8 +24,8 @@ async def echo(connection):
 
 
 async def main():
-    async with serve(echo, "127.0.0.1", PORT):
-        print("listening", flush=True)
+    async with serve(echo, "127.0.0.1", PORT) as server:
+        print(f"listening {server.sockets[0].getsockname()[1]}", flush=True)
         await asyncio.get_running_loop().create_future()
 
 
