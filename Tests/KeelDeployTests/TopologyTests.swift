@@ -45,20 +45,31 @@ import Testing
                       - job_name: keel
                         static_configs: [{targets: [\(targets)]}]
                     """.write(toFile: directory + "/prometheus.yml", atomically: true, encoding: .utf8)
-                let port = try freePort()
+                // Port 0: Prometheus binds a free one itself and logs it, so nothing can take it in between.
+                let log = directory + "/prometheus.log"
+                _ = FileManager.default.createFile(atPath: log, contents: nil)
                 let server = Process()
                 server.executableURL = URL(fileURLWithPath: prometheus)
                 server.arguments = ["--config.file=\(directory)/prometheus.yml", "--storage.tsdb.path=\(directory)/data",
-                                    "--web.listen-address=127.0.0.1:\(port)"]
+                                    "--web.listen-address=127.0.0.1:0"]
                 server.standardOutput = FileHandle.nullDevice
-                server.standardError = FileHandle.nullDevice
+                server.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
                 try server.run()
                 defer { server.terminate() }
+                var port: Int?
+                let bound = ContinuousClock.now + .seconds(30)
+                while port == nil, server.isRunning, ContinuousClock.now < bound {
+                    try await Task.sleep(for: .milliseconds(100))
+                    let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+                    port = text.split(separator: "\n").first { $0.contains("msg=\"Listening on\"") }
+                        .flatMap { $0.split(separator: ":").last }.flatMap { Int($0) }
+                }
+                let prometheusPort = try #require(port, "Prometheus did not log its port: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
                 var up: [String] = []
                 let deadline = ContinuousClock.now + .seconds(30)
                 while up.count < processes.count, ContinuousClock.now < deadline {
                     try await Task.sleep(for: .milliseconds(500))
-                    let reply = try? await Self.call(.GET, "http://127.0.0.1:\(port)/api/v1/targets?state=active", [:], nil)
+                    let reply = try? await Self.call(.GET, "http://127.0.0.1:\(prometheusPort)/api/v1/targets?state=active", [:], nil)
                     let active = ((reply?.json["data"] as? [String: Any])?["activeTargets"] as? [[String: Any]]) ?? []
                     up = active.filter { $0["health"] as? String == "up" }.compactMap { $0["scrapeUrl"] as? String }
                 }
