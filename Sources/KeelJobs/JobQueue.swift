@@ -34,7 +34,10 @@ public final class JobQueue: Sendable {
     /// Successes of plain jobs, written together.
     let completions = WriteBatcher<(claim: Claim, result: String), Bool>(maxBatch: 500)
     /// Single jobs needing no checks, inserted together.
-    let inserts = WriteBatcher<PreparedJob, Void>(maxBatch: 200)
+    let inserts = WriteBatcher<PreparedJob, JobRecord>(maxBatch: 200)
+    /// This process's running workers by id, which take the jobs this process's inserts hand to them as the insert
+    /// returns (PostgreSQL, see `HandOver.swift`).
+    let localWorkers = Mutex<[String: JobWorker]>([:])
     let logger = Logger(label: "keel.jobs")
 
     static let defaultQueue = "default"
@@ -61,8 +64,8 @@ public final class JobQueue: Sendable {
         let maxLengths = try await queueLimits().maxLengths
         // The common case, one job with no unique key into a queue without a max length, is one statement.
         if prepared.count == 1, prepared[0].job.uniqueKey == nil, maxLengths[prepared[0].queue] == nil {
-            try await inserts.submit(prepared[0]) { try await self.writeInserts($0) }
-            return try await finishEnqueue([InsertOutcome(id: prepared[0].id, duplicate: false, record: JobRecord(inserting: prepared[0]))], fetch: true)
+            let record = try await inserts.submit(prepared[0]) { try await self.writeInserts($0) }
+            return try await finishEnqueue([InsertOutcome(id: prepared[0].id, duplicate: false, record: record)], fetch: true)
         }
         let outcomes = try await store.transaction { tx in try await self.insert(prepared, maxLengths: maxLengths, in: tx) }
         return try await finishEnqueue(outcomes, fetch: true)
@@ -139,20 +142,21 @@ public final class JobQueue: Sendable {
                     continue
                 }
             }
-            try await tx.execute(insertStatement([row]))
-            outcomes.append(InsertOutcome(id: row.id, duplicate: false, record: JobRecord(inserting: row)))
+            let handedOver = try await tx.execute(insertStatement([row]))
+            outcomes.append(InsertOutcome(id: row.id, duplicate: false, record: try Self.inserted(row, handedOver: handedOver.first)))
         }
         return outcomes
     }
 
-    /// One statement for all `rows`.
+    /// One statement for all `rows`. On PostgreSQL it answers the rows the trigger handed over to a worker.
     func insertStatement(_ rows: [PreparedJob]) -> SQLQuery {
-        var query: SQLQuery = """
+        var query: SQLQuery = store.dialect == .postgres ? "WITH inserted AS (" : ""
+        query.append("""
             INSERT INTO keel_jobs (id, queue, task, args, priority, state, run_at, attempt, max_attempts, backoff_seconds, timeout_seconds,
                                    unique_key, tags, result, errors, progress_percent, progress_message, cancel_requested, created_at, expires_at,
                                    traceparent, workflow_id, waiting_on)
             VALUES
-            """
+            """)
         for (index, row) in rows.enumerated() {
             let job = row.job
             query.append(index == 0 ? " " : ", ")
@@ -164,20 +168,48 @@ public final class JobQueue: Sendable {
                  \(row.traceparent), \(row.workflowID), \(row.waitingOn))
                 """)
         }
+        if store.dialect == .postgres {
+            query.append("""
+                 RETURNING id, worker_id, lease_token, started_at, lease_expires_at)
+                SELECT * FROM inserted WHERE worker_id IS NOT NULL
+                """)
+        }
         return query
+    }
+
+    /// The job as `insertStatement` wrote it: as prepared, or running if the insert handed it to a worker.
+    static func inserted(_ row: PreparedJob, handedOver: SQLRow?) throws -> JobRecord {
+        var record = JobRecord(inserting: row)
+        guard let handedOver else { return record }
+        record.state = .running
+        record.attempt = 1
+        record.workerID = try handedOver.optionalString("worker_id")
+        record.startedAt = try handedOver.optionalDate("started_at")
+        record.leaseExpiresAt = try handedOver.optionalDate("lease_expires_at")
+        return record
     }
 
     /// The insert of a lone job, the statement an idle system's enqueue waits on.
     enum InsertOneJob: PreparedStatement {}
 
-    func writeInserts(_ rows: [PreparedJob]) async throws -> [Void] {
+    /// Inserts `rows`; a job handed to a worker of this process starts as the insert returns.
+    func writeInserts(_ rows: [PreparedJob]) async throws -> [JobRecord] {
+        let ids = rows.map(\.id)
+        let workers = localWorkers.withLock { $0 }
+        for worker in workers.values { worker.expectHandOvers(ids) }
+        defer { for worker in workers.values { worker.stopExpectingHandOvers(ids) } }
         // A lone job's statement has the same text every time; a batch's text grows with its rows.
-        if rows.count == 1 {
-            try await store.execute(insertStatement(rows), as: InsertOneJob.self)
-        } else {
-            try await store.execute(insertStatement(rows))
+        let handedOver = rows.count == 1
+            ? try await store.execute(insertStatement(rows), as: InsertOneJob.self)
+            : try await store.execute(insertStatement(rows))
+        let byID = Dictionary(try handedOver.map { (try $0.string("id"), $0) }) { first, _ in first }
+        return try rows.map { row in
+            let record = try Self.inserted(row, handedOver: byID[row.id])
+            if let token = try byID[row.id]?.optionalString("lease_token"), let worker = record.workerID.flatMap({ workers[$0] }) {
+                worker.handedOverByInsert(Claim(job: record, leaseToken: token, traceparent: row.traceparent))
+            }
+            return record
         }
-        return rows.map { _ in () }
     }
 
     /// Channel on which PostgreSQL wakes idle workers of other processes when jobs arrive.

@@ -121,6 +121,61 @@ import Testing
         }
     }
 
+    /// A worker of the enqueuing process gets its job from the insert's return: with no listener behind its offer
+    /// (no notification can come), a minute's poll and a 20 s lease loop (no adoption before then), the job still
+    /// runs at once; and the enqueue reports it running for that worker.
+    @Test func aWorkerOfTheEnqueuingProcessStartsItsJobFromTheInsert() async throws {
+        try await withScratchStore(.postgres) { store in
+            try await store.migrate(JobsModule.migrations)
+            let queue = JobQueue(store: store, tasks: .testTasks)
+            let worker = JobWorker(queue: queue, concurrency: ["default": 2], leaseSeconds: 60, idlePoll: .seconds(60))
+            let running = Task { try await worker.run() }
+            defer { running.cancel() }
+            try await Task.sleep(for: .milliseconds(200))
+            worker.handOver(listening: true)
+            #expect(try await eventually(timeout: .seconds(10)) { try await Self.offers(store, worker: worker.id) == 1 })
+            let job = try await queue.enqueue([NewJob(task: "echo", args: .object(["n": .number(5)]))])[0].job
+            #expect(job.state == .running && job.workerID == worker.id && job.attempt == 1 && job.startedAt != nil)
+            #expect(try await eventually(timeout: .seconds(15)) { try await queue.job(id: job.id).state == .succeeded })
+            #expect(try await queue.job(id: job.id).result == .object(["n": .number(5)]))
+            // Its notification never came: the ledger holds it until the listener stops, then lets it go.
+            #expect(worker.handOverLedger.withLock { $0.startedFromInsert } == [job.id])
+            worker.handOver(listening: false)
+            #expect(worker.handOverLedger.withLock { $0.startedFromInsert.isEmpty })
+        }
+    }
+
+    /// With its listener running too, each job of the enqueuing process reaches its worker twice (the insert's
+    /// return and the notification) and runs once, whichever comes first.
+    @Test func aJobReachingItsWorkerTwiceRunsOnce() async throws {
+        try await withScratchStore(.postgres) { store in
+            try await store.migrate(JobsModule.migrations)
+            let queue = JobQueue(store: store, tasks: .testTasks)
+            let worker = JobWorker(queue: queue, concurrency: ["default": 4], leaseSeconds: 30, idlePoll: .seconds(60))
+            let listener = JobNotifications(queue: queue, worker: worker, readiness: nil)
+            let running = [Task { try await worker.run() }, Task { try await listener.run() }]
+            defer { running.forEach { $0.cancel() } }
+            #expect(try await eventually(timeout: .seconds(10)) { try await Self.offers(store, worker: worker.id) == 1 })
+            var handedOver = 0
+            for n in 0..<40 {
+                let job = try await queue.enqueue([NewJob(task: "count", args: .object(["n": .number(Double(20_000 + n))]))])[0].job
+                if job.state == .running { handedOver += 1 }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(handedOver >= 20, "only \(handedOver) of 40 jobs were handed over")
+            #expect(try await eventually(timeout: .seconds(30)) {
+                try await store.query("SELECT COUNT(*) AS n FROM keel_jobs WHERE state = 'succeeded'").first?.int("n") == 40
+            })
+            // Late notifications have had time to arrive (and be passed over).
+            #expect(try await eventually(timeout: .seconds(10)) { worker.handOverLedger.withLock { $0.startedFromInsert.isEmpty } })
+            try await Task.sleep(for: .milliseconds(500))
+            // Runs are counted by `n`; other suites count theirs under other numbers.
+            let runs = testRunLog.counts.filter { (20_000..<20_040).contains($0.key) }
+            #expect(runs.count == 40 && runs.values.allSatisfy { $0 == 1 }, "a job ran twice or never: \(runs)")
+            #expect(worker.handOverLedger.withLock { $0.expected.isEmpty && $0.startedFromNotification.isEmpty })
+        }
+    }
+
     /// A job handed over whose notification never arrived (the listener's connection dropped) is still the worker's:
     /// its lease loop finds and runs it.
     @Test func aHandOverWithoutItsNotificationIsAdopted() async throws {

@@ -28,6 +28,7 @@ public final class JobWorker: Service {
     private enum Offer { case armed, taken }
     /// Set while this process hears its hand-over channel; jobs are only handed to a worker that can hear them.
     private let handOverListening = Atomic<Bool>(false)
+    let handOverLedger = Mutex(HandOverLedger())
     private let stopping = Atomic<Bool>(false)
     private let logger = Logger(label: "keel.jobs.worker")
 
@@ -52,6 +53,7 @@ public final class JobWorker: Service {
         logger.info("worker started", metadata: ["worker_id": .string(id), "queues": .string(concurrency.map { "\($0.key)=\($0.value)" }.sorted().joined(separator: ","))])
         let startedAt = Date()
         try? await queue.registerWorker(id: id, queues: concurrency, running: 0, startedAt: startedAt)
+        queue.localWorkers.withLock { $0[id] = self }
         await withTaskGroup(of: Void.self) { group in
             for (name, slots) in concurrency {
                 group.addTask { await cancelWhenGracefulShutdown { await self.claimLoop(queue: name, slots: slots) } }
@@ -61,6 +63,7 @@ public final class JobWorker: Service {
             await group.waitForAll()
         }
         stopping.store(true, ordering: .relaxed)
+        queue.localWorkers.withLock { $0[id] = nil }
         if queue.store.dialect == .postgres { try? await queue.removeHandOvers(workerID: id) }
         await drain()
         try? await queue.deregisterWorker(id: id)
@@ -136,6 +139,8 @@ public final class JobWorker: Service {
             queue.wake.signal()
         } else {
             offers.withLock { offers in offers = offers.filter { $0.value == .taken } }
+            // The notifications of jobs started from their insert will not come now.
+            handOverLedger.withLock { $0.startedFromInsert.removeAll() }
             Task { try? await queue.disarmHandOvers(workerID: id) }
         }
     }
@@ -146,6 +151,47 @@ public final class JobWorker: Service {
             logger.warning("unreadable hand-over notification", metadata: ["worker_id": .string(id)])
             return
         }
+        let id = claim.job.id
+        let startedAlready = handOverLedger.withLock { ledger -> Bool in
+            if ledger.startedFromInsert.remove(id) != nil { return true }
+            if ledger.expected.contains(id) { ledger.startedFromNotification.insert(id) }
+            return false
+        }
+        guard !startedAlready else { return }
+        run(handedOver: claim, slot: slot)
+    }
+
+    /// This process is about to insert jobs `ids`; any of them handed to this worker may come from the insert's return.
+    func expectHandOvers(_ ids: [String]) {
+        handOverLedger.withLock { $0.expected.formUnion(ids) }
+    }
+
+    /// The insert of `ids` returned (or failed), and the jobs handed to this worker were taken.
+    func stopExpectingHandOvers(_ ids: [String]) {
+        handOverLedger.withLock { ledger in
+            for id in ids {
+                ledger.expected.remove(id)
+                ledger.startedFromNotification.remove(id)
+            }
+        }
+    }
+
+    /// Runs a job this process's own insert handed to this worker, as the insert returns: sooner than its notification,
+    /// which also comes and is then passed over. The notification names the slot the insert took; here it is the one
+    /// offer open for the job's queue. With two open (the queue's own and any queue's), the notification runs the job.
+    func handedOverByInsert(_ claim: JobQueue.Claim) {
+        let id = claim.job.id
+        let open = offers.withLock { offers in [claim.job.queue, JobQueue.anyQueue].filter { concurrency[$0] != nil && offers[$0] != nil } }
+        let take = handOverLedger.withLock { ledger -> Bool in
+            ledger.expected.remove(id)
+            guard ledger.startedFromNotification.remove(id) == nil, open.count == 1, !stopping.load(ordering: .relaxed) else { return false }
+            ledger.startedFromInsert.insert(id)
+            return true
+        }
+        if take { run(handedOver: claim, slot: open[0]) }
+    }
+
+    private func run(handedOver claim: JobQueue.Claim, slot: String) {
         offers.withLock { $0[slot] = nil }
         // Adopted already, the notification being very late.
         guard running.withLock({ $0[claim.job.id] == nil }) else { return }
@@ -289,6 +335,17 @@ public final class JobWorker: Service {
             await Task.detached { try? await Task.sleep(for: .milliseconds(10)) }.value
         }
     }
+}
+
+/// A job handed to a worker by an insert of its own process reaches it twice: from the insert's return and in the
+/// notification. Whichever comes first runs it; these sets let the second pass it over.
+struct HandOverLedger {
+    /// Jobs this process is inserting.
+    var expected: Set<String> = []
+    /// Run from the insert's return; their notifications are still to come.
+    var startedFromInsert: Set<String> = []
+    /// Run from their notification before their insert returned.
+    var startedFromNotification: Set<String> = []
 }
 
 /// A handler at work, and why it was stopped, if it was.
