@@ -1,7 +1,8 @@
 """Jobs benchmark: Keel against Celery 5 on Redis, same machine, same run, no-op jobs, durable settings.
 
 Keel on PostgreSQL (a fresh cluster with fsync and synchronous_commit on): one api process and two worker processes
-(the latency phase also runs one api process with one worker process, as Celery runs one worker).
+(the latency phase also runs one api process with one worker process, as Celery runs one worker, and one process with
+both roles, as `keel up` on PostgreSQL runs).
 Keel on SQLite: one process with every role. Celery: one worker, prefork concurrency 2, acks_late, Redis broker.
 Keel runs as `keel-bench-jobs` (Benchmarks/jobs/stamp-server): `keel serve` plus a task that returns the moment its
 handler started. For each it measures, as medians over the rounds:
@@ -9,8 +10,8 @@ handler started. For each it measures, as medians over the rounds:
   enqueue    one HTTP call per job, no worker running: wrk with 32 connections, and one sequential client
              (Celery: one client calling delay(), no worker running)
   latency    client send to handler start (each handler's own clock), p50/p99, for jobs sent one at a time to idle
-             workers; Keel on PostgreSQL with one worker process (as Celery's one worker) and with two, Keel on SQLite
-             and Celery run side by side and take turns job by job (in a new random order each turn), so a change in
+             workers; Keel on PostgreSQL with one worker process (as Celery's one worker), with two, and with the api
+             and the worker in one process, Keel on SQLite and Celery run side by side and take turns job by job (in a new random order each turn), so a change in
              the machine's speed during the run reaches them alike
   RSS        worker process resident memory after the drain (Celery: the worker and its pool processes), and after
              the latency run once idle
@@ -39,6 +40,8 @@ from bench import free_port, rss_mb, wait_ok  # noqa: E402  (shared with the HTT
 ADMIN = {"KEEL_ADMIN_EMAIL": "bench@example.com", "KEEL_ADMIN_PASSWORD": "bench-admin-passphrase-1",
          "KEEL_ACCESS_LOG": "false", "KEEL_LOG_LEVEL": "warning", "KEEL_SECRET_KEY": "bench-secret-key-0123456789abcdef0123"}
 WORKER_CONCURRENCY = 256
+# The latency phase's PostgreSQL topologies besides "pg" (an api process and one worker process).
+OTHER_POSTGRES_TOPOLOGIES = [("pg2", "2 worker processes"), ("pg1", "the api and the worker in one process")]
 
 
 def launch_keel(binary, roles, port, env, data_dir=None):
@@ -306,8 +309,8 @@ def start_redis(scratch):
 
 
 def run_latency(keel, scratch, args, results, redis):
-    """Keel on PostgreSQL (an api process and one worker process, as Celery runs one worker; and again with two worker
-    processes, as in the drain), Keel on SQLite and Celery, all idle and running side by side; one job to each in turn,
+    """Keel on PostgreSQL (an api process and one worker process, as Celery runs one worker; again with two worker
+    processes, as in the drain; and one process with both roles), Keel on SQLite and Celery, all idle and running side by side; one job to each in turn,
     5 ms apart, 500 each per round. Then, once idle, each one's worker memory."""
     pg = Postgres(scratch, "pg-latency")
     _, celery_env, celery_app = redis
@@ -315,13 +318,14 @@ def run_latency(keel, scratch, args, results, redis):
         for round_number in range(args.rounds):
             processes = {"pg workers": [], "pg2 workers": []}
             ports = {}
-            for system, workers in [("pg", 1), ("pg2", 2)]:
+            for system, workers in [("pg", 1), ("pg2", 2), ("pg1", 0)]:
                 database = f"latency{system}_{round_number}"
                 pg.create(database)
                 env = {**ADMIN, "KEEL_DATABASE_URL": pg.url(database), "KEEL_DATABASE_TLS": "disable",
                        "KEEL_WORKER_QUEUES": f"*={WORKER_CONCURRENCY}", "KEEL_DATABASE_MAX_CONNECTIONS": "20"}
                 ports[system] = free_port()
-                processes[f"{system} api"] = launch_keel(keel, "api", ports[system], env)
+                # No worker processes: the api process works the jobs itself.
+                processes[f"{system} api"] = launch_keel(keel, "api" if workers else "api,worker", ports[system], env)
                 processes[f"{system} workers"] = [launch_keel(keel, "worker", 0, env) for _ in range(workers)]
             ports["sqlite"] = free_port()
             processes["sqlite"] = launch_keel(keel, "all", ports["sqlite"], {**ADMIN, "KEEL_WORKER_QUEUES": f"*={WORKER_CONCURRENCY}"},
@@ -462,9 +466,10 @@ def report(args, results):
     for label, fraction in [("enqueue→start p50, ms (PostgreSQL: api + 1 worker process)", 0.5), ("enqueue→start p99, ms (same)", 0.99)]:
         values = [latency(f"{system} latency", fraction) for system in ["pg", "sqlite", "celery"]]
         print(f"| {label} | " + " | ".join("-" if v is None else f"{v:.2f}" for v in values) + " |")
-    for label, fraction in [("enqueue→start p50, ms, PostgreSQL with 2 worker processes", 0.5), ("enqueue→start p99, ms (same)", 0.99)]:
-        value = latency("pg2 latency", fraction)
-        print(f"| {label} | {'-' if value is None else f'{value:.2f}'} | - | - |")
+    for system, topology in OTHER_POSTGRES_TOPOLOGIES:
+        for label, fraction in [(f"enqueue→start p50, ms, PostgreSQL with {topology}", 0.5), ("enqueue→start p99, ms (same)", 0.99)]:
+            value = latency(f"{system} latency", fraction)
+            print(f"| {label} | {'-' if value is None else f'{value:.2f}'} | - | - |")
     print()
     celery_drain, celery_enqueue = median("celery drain"), median("celery enqueue seq")
     if celery_drain:
@@ -474,9 +479,10 @@ def report(args, results):
                       f"{median(f'{system} enqueue wrk') / celery_enqueue:.1f}x (wrk) / {median(f'{system} enqueue seq') / celery_enqueue:.1f}x "
                       f"(one client) Celery's one client; p50 latency {latency(f'{system} latency', 0.5) / latency('celery latency', 0.5):.2f}x, "
                       f"p99 {latency(f'{system} latency', 0.99) / latency('celery latency', 0.99):.2f}x Celery's.")
-    if latency("pg2 latency", 0.5) and latency("celery latency", 0.5):
-        print(f"Keel on PostgreSQL with 2 worker processes: p50 latency {latency('pg2 latency', 0.5) / latency('celery latency', 0.5):.2f}x, "
-              f"p99 {latency('pg2 latency', 0.99) / latency('celery latency', 0.99):.2f}x Celery's.")
+    for system, topology in OTHER_POSTGRES_TOPOLOGIES:
+        if latency(f"{system} latency", 0.5) and latency("celery latency", 0.5):
+            print(f"Keel on PostgreSQL with {topology}: p50 latency {latency(f'{system} latency', 0.5) / latency('celery latency', 0.5):.2f}x, "
+                  f"p99 {latency(f'{system} latency', 0.99) / latency('celery latency', 0.99):.2f}x Celery's.")
     print("Raw (latency rounds as [p50, p99] ms):", json.dumps({
         k: v if "latency" not in k else [[round(percentile(r, q) * 1000, 2) for q in (0.5, 0.99)] for r in v] for k, v in results.items()}))
 
