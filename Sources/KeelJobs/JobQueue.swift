@@ -234,6 +234,9 @@ public final class JobQueue: Sendable {
         let created = outcomes.filter { !$0.duplicate }.count
         if created > 0 {
             metrics.counter("keel_jobs_enqueued_total").increment(by: created)
+        }
+        // Jobs handed over are running already: only jobs left waiting need this process's idle workers to claim.
+        if outcomes.contains(where: { !$0.duplicate && $0.record?.state != .running }) {
             wake.signal()
         }
         var result: [EnqueueOutcome] = []

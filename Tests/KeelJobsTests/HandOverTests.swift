@@ -123,7 +123,7 @@ import Testing
 
     /// A worker of the enqueuing process gets its job from the insert's return: with no listener behind its offer
     /// (no notification can come), a minute's poll and a 20 s lease loop (no adoption before then), the job still
-    /// runs at once; and the enqueue reports it running for that worker.
+    /// runs at once; and the enqueue reports it running for that worker, waking no claim (there is nothing to claim).
     @Test func aWorkerOfTheEnqueuingProcessStartsItsJobFromTheInsert() async throws {
         try await withScratchStore(.postgres) { store in
             try await store.migrate(JobsModule.migrations)
@@ -134,9 +134,14 @@ import Testing
             try await Task.sleep(for: .milliseconds(200))
             worker.handOver(listening: true)
             #expect(try await eventually(timeout: .seconds(10)) { try await Self.offers(store, worker: worker.id) == 1 })
+            let wakeUps = queue.wake.current
             let job = try await queue.enqueue([NewJob(task: "echo", args: .object(["n": .number(5)]))])[0].job
             #expect(job.state == .running && job.workerID == worker.id && job.attempt == 1 && job.startedAt != nil)
             #expect(try await eventually(timeout: .seconds(15)) { try await queue.job(id: job.id).state == .succeeded })
+            #expect(queue.wake.current == wakeUps)
+            // A job left waiting (delayed) wakes the claim as before.
+            _ = try await queue.enqueue([NewJob(task: "echo", delaySeconds: 30)])
+            #expect(queue.wake.current > wakeUps)
             #expect(try await queue.job(id: job.id).result == .object(["n": .number(5)]))
             // Its notification never came: the ledger holds it until the listener stops, then lets it go.
             #expect(worker.handOverLedger.withLock { $0.startedFromInsert } == [job.id])
