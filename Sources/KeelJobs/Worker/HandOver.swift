@@ -12,10 +12,15 @@ extension JobQueue {
     static func handOverChannel(workerID: String) -> String { "keel_push_\(workerID)" }
 
     /// Offers one slot of `workerID` (a queue name, or ``anyQueue``) to the next insert of a job of `tasks`.
+    ///
+    /// An offer is made after every hand-over, so it is written without waiting for its flush to disk
+    /// (`synchronous_commit` off for this statement's transaction): an offer lost in a database crash is only a
+    /// hand-over that does not happen, and one fewer flush per job leaves the disk to the commits of enqueues.
     func armHandOver(workerID: String, slot: String, tasks: [String], leaseSeconds: Int) async throws {
         try await store.execute("""
             INSERT INTO keel_job_reservations (worker_id, slot, tasks, lease_seconds, armed, armed_at)
-            VALUES (\(workerID), \(slot), \(",\(tasks.joined(separator: ",")),"), \(leaseSeconds), TRUE, \(clock.now()))
+            SELECT \(workerID), \(slot), \(",\(tasks.joined(separator: ",")),"), \(leaseSeconds), TRUE, \(clock.now())
+            FROM (SELECT set_config('synchronous_commit', 'off', true)) AS without_flush
             ON CONFLICT (worker_id, slot) DO UPDATE
             SET tasks = excluded.tasks, lease_seconds = excluded.lease_seconds, armed = TRUE, armed_at = excluded.armed_at
             """)
