@@ -104,7 +104,7 @@ struct Console: Sendable {
             Timer(label: "keel_console_page_seconds", dimensions: [("page", name)])
                 .recordNanoseconds(elapsed.seconds * 1_000_000_000 + elapsed.attoseconds / 1_000_000_000)
         }
-        return try await withSpan("console \(name)") { span in
+        return await withSpan("console \(name)") { span in
             span.attributes["keel.console.page"] = name
             do {
                 return try await body()
