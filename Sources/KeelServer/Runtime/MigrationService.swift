@@ -1,3 +1,4 @@
+import KeelCore
 import KeelStore
 import Logging
 import ServiceLifecycle
@@ -53,6 +54,11 @@ struct MigrationService: Service {
         let giveUpAt = ContinuousClock.now + startupTimeout
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             do {
+                // An unreachable store holds a statement for the store's whole operation timeout: the startup timeout
+                // bounds the wait for the store's first answer (not the migrations, which may take long on a large one).
+                try await withDeadline(max(giveUpAt - .now, .milliseconds(100)), orThrow: StoreError.unavailable("no answer within the startup timeout")) {
+                    try await store.ping()
+                }
                 let applied = try await store.migrate(migrations)
                 try await prepare()
                 readiness.update(.applied)
