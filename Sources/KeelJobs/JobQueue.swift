@@ -35,8 +35,9 @@ public final class JobQueue: Sendable {
     let completions = WriteBatcher<(claim: Claim, result: String), Bool>(maxBatch: 500)
     /// Single jobs needing no checks, inserted together.
     let inserts = WriteBatcher<PreparedJob, JobRecord>(maxBatch: 200)
-    /// This process's running workers by id, which take the jobs this process's inserts hand to them as the insert
-    /// returns (PostgreSQL, see `HandOver.swift`).
+    /// This process's workers that can be handed jobs (PostgreSQL, while they hear their channel; see `HandOver.swift`),
+    /// by id: they take the jobs this process's inserts hand them as the insert returns. Empty on SQLite, so its inserts
+    /// do no hand-over bookkeeping.
     let localWorkers = Mutex<[String: JobWorker]>([:])
     let logger = Logger(label: "keel.jobs")
 

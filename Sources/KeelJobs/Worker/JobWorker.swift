@@ -53,7 +53,6 @@ public final class JobWorker: Service {
         logger.info("worker started", metadata: ["worker_id": .string(id), "queues": .string(concurrency.map { "\($0.key)=\($0.value)" }.sorted().joined(separator: ","))])
         let startedAt = Date()
         try? await queue.registerWorker(id: id, queues: concurrency, running: 0, startedAt: startedAt)
-        queue.localWorkers.withLock { $0[id] = self }
         await withTaskGroup(of: Void.self) { group in
             for (name, slots) in concurrency {
                 group.addTask { await cancelWhenGracefulShutdown { await self.claimLoop(queue: name, slots: slots) } }
@@ -132,12 +131,15 @@ public final class JobWorker: Service {
     }
 
     /// Whether this process hears its hand-over channel (from ``JobNotifications``). Offers made while it did
-    /// are withdrawn when it stops; jobs already handed over are adopted by the lease loop.
+    /// are withdrawn when it stops; jobs already handed over are adopted by the lease loop. Only while it hears it
+    /// can inserts hand it jobs, so only then do this process's inserts look out for them (``JobQueue/localWorkers``).
     func handOver(listening: Bool) {
         handOverListening.store(listening, ordering: .relaxed)
         if listening {
+            queue.localWorkers.withLock { $0[id] = self }
             queue.wake.signal()
         } else {
+            queue.localWorkers.withLock { $0[id] = nil }
             offers.withLock { offers in offers = offers.filter { $0.value == .taken } }
             // The notifications of jobs started from their insert will not come now.
             handOverLedger.withLock { $0.startedFromInsert.removeAll() }
