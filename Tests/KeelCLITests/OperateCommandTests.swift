@@ -18,7 +18,8 @@ import Testing
     }
 
     @Test func healthChecksEveryRoleAndDependencyAndFailsWhenOneIsDown() async throws {
-        let smtp = try freePort()  // nothing listens here
+        let smtp = try ClosedPort()
+        defer { withExtendedLifetime(smtp) {} }
         let environment = ["KEEL_AUTH_BCRYPT_COST": "4", "KEEL_ADMIN_EMAIL": "ops@example.com", "KEEL_ADMIN_PASSWORD": "ops-passphrase-for-health-9"]
         let up = try KeelProcess(["up", "--port", "0"], environment: environment)
         let port = try await up.waitUntilReady()
@@ -35,7 +36,7 @@ import Testing
         #expect(healthy.out.contains("smtp") && healthy.out.contains("SKIP"))
 
         let json = try await keel(["health", "--json", "--port", String(port)], in: directory,
-                                  environment: ["KEEL_SMTP_HOST": "127.0.0.1", "KEEL_SMTP_PORT": String(smtp), "KEEL_SMTP_TLS": "none"])
+                                  environment: ["KEEL_SMTP_HOST": "127.0.0.1", "KEEL_SMTP_PORT": String(smtp.port), "KEEL_SMTP_TLS": "none"])
         #expect(json.code == 1, "an unreachable mail server must fail the check")
         let checks = try #require(try JSONSerialization.jsonObject(with: Data(json.out.utf8)) as? [[String: Any]])
         #expect(checks.first { $0["name"] as? String == "smtp" }?["status"] as? String == "fail")
@@ -43,8 +44,11 @@ import Testing
 
         up.signal(SIGTERM)
         #expect(try await up.waitForExit() == 0)
-        let down = try await keel(["health", "--live", "--port", String(port)], in: directory)
-        #expect(down.code == 1 && down.err.contains("not healthy"))
+        // Where it listened nothing answers now; a port held closed, since a freed one may go to another test's process.
+        let stoppedAt = try ClosedPort()
+        defer { withExtendedLifetime(stoppedAt) {} }
+        let down = try await keel(["health", "--live", "--port", String(stoppedAt.port)], in: directory)
+        #expect(down.code == 1 && down.err.contains("not healthy"), "\(down.code): \(down.out) \(down.err)")
         // With every process stopped, the roles have nobody to run them (their last heartbeats are fresh, but the
         // processes said goodbye when they stopped).
         let stopped = try await keel(["health", "--port", String(port)], in: directory, environment: ["NO_COLOR": "1"])
@@ -85,9 +89,11 @@ import Testing
         let taken = try await blocker.waitUntilReady()
         let busy = try await keel(["up", "--port", String(taken)], environment: ["KEEL_AUTH_BCRYPT_COST": "4"])
         #expect(busy.code == 2 && busy.err.contains("port \(taken) on 127.0.0.1 is already in use"), "\(busy.err)")
+        let closed = try ClosedPort()
+        defer { withExtendedLifetime(closed) {} }
         let started = ContinuousClock.now
         let unreachable = try await keel(["serve", "--roles", "api", "--port", "0"], environment: [
-            "KEEL_DATABASE_URL": "postgres://keel:secret@127.0.0.1:\(try freePort())/keel", "KEEL_DATABASE_TLS": "disable",
+            "KEEL_DATABASE_URL": "postgres://keel:secret@127.0.0.1:\(closed.port)/keel", "KEEL_DATABASE_TLS": "disable",
             "KEEL_STORE_STARTUP_TIMEOUT_SECONDS": "2",
         ])
         #expect(unreachable.code == 2 && unreachable.err.contains("still unreachable") && unreachable.err.contains("KEEL_DATABASE_URL"))

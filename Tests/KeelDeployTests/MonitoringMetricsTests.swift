@@ -83,7 +83,9 @@ import Testing
         _ = try await Self.call(.POST, base + "/api/v1/jobs", admin, #"{"task": "keel.noop"}"#)
         _ = try await Self.call(.POST, base + "/api/v1/jobs", admin, #"{"task": "http.request", "args": {"url": "\#(base)/nowhere"}, "max_attempts": 1}"#)
         // The gateway: a healthy upstream behind a rate limit, and one that refuses connections (a retry, an error).
-        let closed = try freePort()
+        let closedPort = try ClosedPort()
+        defer { withExtendedLifetime(closedPort) {} }
+        let closed = closedPort.port
         _ = try await Self.call(.POST, base + "/api/v1/gateway/routes", admin, #"{"name": "ok", "match": {"prefix": "/ok"}, "upstreams": [{"url": "\#(base)/healthz"}], "auth": "public", "strip_prefix": true, "rate_limit": {"requests": 1, "per_seconds": 60}}"#)
         _ = try await Self.call(.POST, base + "/api/v1/gateway/routes", admin, #"{"name": "down", "match": {"prefix": "/down"}, "upstreams": [{"url": "http://127.0.0.1:\#(closed)"}, {"url": "http://127.0.0.1:\#(closed)/again"}], "auth": "public", "retries": 1}"#)
         _ = try await Self.call(.GET, base + "/ok")

@@ -96,7 +96,9 @@ import Testing
         }
         // No server listening: a failed attempt, retried later.
         var settings = MailSettings()
-        (settings.host, settings.port, settings.from) = ("127.0.0.1", try freePort(), "noreply@keel.example")
+        let closed = try ClosedPort()
+        defer { withExtendedLifetime(closed) {} }
+        (settings.host, settings.port, settings.from) = ("127.0.0.1", closed.port, "noreply@keel.example")
         var registry = JobRegistry()
         BuiltInTasks.register(in: &registry, mail: settings)
         try await withQueue(.sqlite, tasks: registry) { queue in

@@ -97,7 +97,9 @@ import Testing
     @Test func badMessagesAreRefusedBeforeConnecting() async throws {
         var settings = MailSettings()
         settings.host = "127.0.0.1"
-        settings.port = try freePort()  // nothing listens: a refusal must come before any connection
+        let closed = try ClosedPort()  // nothing listens: a refusal must come before any connection
+        defer { withExtendedLifetime(closed) {} }
+        settings.port = closed.port
         let injected = MailMessage(from: "a@keel.example", to: ["b@example.com\r\nBcc: victim@example.com"], subject: "hi\r\nBcc: x@example.com",
                                    text: "t", headers: ["Content-Type": "text/evil", "X-Ok": "line\nbreak"])
         let error = await #expect(throws: SMTPError.self) { try await SMTPClient(settings: settings).send(injected) }

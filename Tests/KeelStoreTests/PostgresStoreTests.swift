@@ -7,7 +7,9 @@ import Testing
 
 @Suite struct PostgresStoreTests {
     @Test func unreachableServerIsUnavailableNotAHang() async throws {
-        let url = try PostgresURL(parsing: "postgres://keel:pw@127.0.0.1:\(try freePort())/keel")
+        let closed = try ClosedPort()
+        defer { withExtendedLifetime(closed) {} }
+        let url = try PostgresURL(parsing: "postgres://keel:pw@127.0.0.1:\(closed.port)/keel")
         let store = try PostgresStore(url: url, tls: .disable, maximumConnections: 2, operationTimeout: .seconds(2), logger: quietLogger)
         try await withRunningStore(store) { store in
             await #expect { try await store.ping() } throws: { error in
